@@ -1,0 +1,45 @@
+"""The control catalogue: an explicit registry of pure controls, each with its definition."""
+
+from __future__ import annotations
+
+from changeproof.controls.base import Context, Control, Definition, RecordControl, load_definition
+from changeproof.controls.review import (
+    ChangeControl,
+    CurrentApprovals,
+    IndependentApproval,
+    NoDirectPush,
+    NoSelfApproval,
+)
+
+CHANGE_CONTROLS: tuple[ChangeControl, ...] = (
+    IndependentApproval(),
+    NoSelfApproval(),
+    CurrentApprovals(),
+    NoDirectPush(),
+)
+
+# Controls over deployments, findings, plans, repositories and the population.
+RECORD_CONTROLS: tuple[RecordControl, ...] = ()
+
+ALL_CONTROLS: tuple[Control, ...] = (*CHANGE_CONTROLS, *RECORD_CONTROLS)
+
+
+def by_id(control_id: str) -> Control:
+    for c in ALL_CONTROLS:
+        if c.id == control_id:
+            return c
+    raise KeyError(control_id)
+
+
+__all__ = [
+    "ALL_CONTROLS",
+    "CHANGE_CONTROLS",
+    "RECORD_CONTROLS",
+    "ChangeControl",
+    "Context",
+    "Control",
+    "Definition",
+    "RecordControl",
+    "by_id",
+    "load_definition",
+]

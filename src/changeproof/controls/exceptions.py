@@ -1,0 +1,49 @@
+"""Turning a failure into ``exception``: only a recorded, approved, unexpired exception (or a
+completed emergency procedure) can do it, and it never becomes ``pass``."""
+
+from __future__ import annotations
+
+import fnmatch
+
+from changeproof.controls.base import Context
+from changeproof.evidence import ExceptionGrant
+from changeproof.outcomes import Outcome, Result
+
+
+def covering_exception(
+    result: Result, participant_keys: frozenset[str], ctx: Context
+) -> tuple[str, ExceptionGrant] | None:
+    for dig, grant in ctx.exceptions:
+        if grant.control != result.control:
+            continue
+        if not fnmatch.fnmatchcase(result.subject, grant.subject):
+            continue
+        if ctx.now >= grant.expires_at:
+            continue
+        if grant.approver.keys() & participant_keys:
+            continue
+        return dig, grant
+    return None
+
+
+def apply_exceptions(result: Result, participant_keys: frozenset[str], ctx: Context) -> Result:
+    if result.outcome not in (Outcome.FAIL, Outcome.INDETERMINATE):
+        return result
+    found = covering_exception(result, participant_keys, ctx)
+    if found is None:
+        return result
+    dig, grant = found
+    reason = (
+        f"excepted by {grant.id}: approved by {grant.approver.login or grant.approver.email}, "
+        f"expires {grant.expires_at.isoformat()} — {grant.reason}"
+    )
+    return Result(
+        control=result.control,
+        subject=result.subject,
+        outcome=Outcome.EXCEPTION,
+        reasons=(reason, *(f"underlying {result.outcome.value}: {r}" for r in result.reasons)),
+        repo=result.repo,
+        evidence=tuple(sorted({*result.evidence, dig})),
+        remediation=result.remediation,
+        details=result.details,
+    )

@@ -1,0 +1,254 @@
+"""Review and authorisation controls: CM-REV-1, CM-REV-2, CM-REV-3, CM-REV-5."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from changeproof.controls.base import Context, Control
+from changeproof.controls.facts import ChangeFacts
+from changeproof.outcomes import Outcome, Result
+
+MAX_FILES = 3000
+
+
+def _no_review_evidence(change_platform: str) -> str:
+    if change_platform in ("git", "gerrit"):
+        return (
+            "no review evidence: git history alone cannot show who approved this change — "
+            "collect it from the forge (github/gitlab) or declare the repository's review "
+            "platform as gerrit"
+        )
+    return "no review evidence was collected for this change"
+
+
+class ChangeControl(Control):
+    """A control over one change, given its precomputed facts."""
+
+    subject_kind: ClassVar = "change"
+
+    def evaluate(self, subject: ChangeFacts, ctx: Context, digest: str) -> Result:
+        return self.judge(subject, ctx, digest)
+
+    def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
+        raise NotImplementedError
+
+    def res(self, f: ChangeFacts, outcome: Outcome, reasons: list[str], digest: str) -> Result:
+        return self.result(f.change.id, outcome, reasons, repo=f.change.repo, evidence=(digest,))
+
+
+class IndependentApproval(ChangeControl):
+    id = "CM-REV-1"
+
+    def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
+        c = f.change
+        if c.change_type == "initial":
+            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
+        if c.change_type == "direct_push":
+            return self.res(
+                f,
+                Outcome.FAIL,
+                [
+                    f"pushed directly to {c.branch} by {_who(c)}: no pull request, so nobody approved it"
+                ],
+                digest,
+            )
+        if c.files_total is not None and c.files_total > MAX_FILES:
+            return self.res(
+                f,
+                Outcome.INDETERMINATE,
+                [
+                    f"{c.files_total} files changed: past {MAX_FILES} the forge cannot list them all, "
+                    "so path-dependent approval rules cannot be judged"
+                ],
+                digest,
+            )
+        if c.reviews is None:
+            return self.res(f, Outcome.INDETERMINATE, [_no_review_evidence(c.platform)], digest)
+        ok = f.independent
+        need = f.required
+        reasons: list[str] = []
+        for a in f.approvals:
+            why = a.why_not()
+            if why:
+                reasons.append(f"not counted: {why}")
+        names = ", ".join(sorted(a.name for a in ok))
+        if len(ok) >= need:
+            return self.res(
+                f,
+                Outcome.PASS,
+                [f"{len(ok)} of {need} required independent approval(s): {names}", *reasons],
+                digest,
+            )
+        unknown = [
+            a
+            for a in f.approvals
+            if a.current is None
+            and not a.participant
+            and a.human
+            and a.before_merge
+            and not a.dismissed
+        ]
+        head = f"{len(ok)} of {need} required independent approval(s)" + (
+            f" ({names})" if names else ""
+        )
+        if len(ok) + len(unknown) >= need:
+            return self.res(
+                f,
+                Outcome.INDETERMINATE,
+                [head + "; the remaining approvals cannot be tied to the merged commit", *reasons],
+                digest,
+            )
+        if not f.approvals:
+            reasons.append("no approving review before the merge")
+        return self.res(f, Outcome.FAIL, [head, *reasons], digest)
+
+
+class NoSelfApproval(ChangeControl):
+    id = "CM-REV-2"
+
+    def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
+        c = f.change
+        if c.change_type in ("initial", "direct_push"):
+            return self.res(
+                f,
+                Outcome.NOT_APPLICABLE,
+                ["no pull request, so no approvals to examine (see CM-REV-5)"],
+                digest,
+            )
+        if c.reviews is None:
+            return self.res(f, Outcome.INDETERMINATE, [_no_review_evidence(c.platform)], digest)
+        if f.self_approvers:
+            return self.res(
+                f,
+                Outcome.FAIL,
+                [
+                    f"approved by a participant of the change: {', '.join(f.self_approvers)} "
+                    "(not counted toward the requirement)"
+                ],
+                digest,
+            )
+        return self.res(f, Outcome.PASS, ["no participant approved their own change"], digest)
+
+
+class CurrentApprovals(ChangeControl):
+    id = "CM-REV-3"
+
+    def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
+        c = f.change
+        if c.change_type in ("initial", "direct_push"):
+            return self.res(
+                f,
+                Outcome.NOT_APPLICABLE,
+                ["no pull request, so no approvals to examine (see CM-REV-5)"],
+                digest,
+            )
+        if c.reviews is None:
+            return self.res(f, Outcome.INDETERMINATE, [_no_review_evidence(c.platform)], digest)
+        reasons: list[str] = []
+        bad = False
+        for ev in c.timeline:
+            if (
+                ev.type == "review_dismissed"
+                and ev.actor is not None
+                and ev.at <= c.merged_at
+                and ev.actor.keys() & f.participant_keys
+            ):
+                bad = True
+                reasons.append(
+                    f"a review was dismissed by {ev.actor.login or ev.actor.email}, "
+                    "a participant of the change"
+                )
+        for r in c.reviews:
+            if r.dismissed_by is not None and r.dismissed_by.keys() & f.participant_keys:
+                msg = (
+                    f"{r.reviewer.login}'s review was dismissed by "
+                    f"{r.dismissed_by.login or r.dismissed_by.email}, a participant of the change"
+                )
+                if msg not in reasons:
+                    bad = True
+                    reasons.append(msg)
+        candidates = [
+            a
+            for a in f.approvals
+            if a.before_merge and not a.dismissed and a.human and not a.participant
+        ]
+        if not candidates and not bad:
+            return self.res(
+                f,
+                Outcome.NOT_APPLICABLE,
+                ["no independent approval before the merge to be stale (see CM-REV-1)"],
+                digest,
+            )
+        stale = [a for a in candidates if a.current is False]
+        unknown = [a for a in candidates if a.current is None]
+        current = [a for a in candidates if a.current is True]
+        for a in stale:
+            reasons.append(
+                f"{a.name} approved {a.review.commit_sha[:12] if a.review.commit_sha else '?'}, "
+                f"but the merged head {(c.head_sha or '?')[:12]} has a different patch"
+            )
+        if candidates and not current and stale:
+            bad = True
+            reasons.insert(0, "every approval predates the last change to the code")
+        if bad:
+            return self.res(f, Outcome.FAIL, reasons, digest)
+        if unknown and not current:
+            return self.res(
+                f,
+                Outcome.INDETERMINATE,
+                ["the approved commit is unknown for: " + ", ".join(a.name for a in unknown)],
+                digest,
+            )
+        return self.res(
+            f,
+            Outcome.PASS,
+            [f"approval(s) current at merge: {', '.join(a.name for a in current)}", *reasons],
+            digest,
+        )
+
+
+class NoDirectPush(ChangeControl):
+    id = "CM-REV-5"
+
+    def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
+        c = f.change
+        if c.change_type == "initial":
+            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
+        if c.change_type == "direct_push":
+            n = len(c.landed_shas)
+            return self.res(
+                f,
+                Outcome.FAIL,
+                [
+                    f"direct push to {c.branch} by {_who(c)}: commit {c.merge_sha[:12]}"
+                    + (f" (and {n - 1} more)" if n > 1 else "")
+                    + " is not attributed to any reviewed change"
+                ],
+                digest,
+            )
+        how = {
+            "merge": "merge commit",
+            "squash": "squash merge",
+            "rebase": "rebase merge",
+            "merge_queue": "merge queue",
+            "gerrit": "Gerrit submission",
+        }.get(c.change_type, c.change_type)
+        where = f"#{c.number}" if c.number is not None else c.merge_sha[:12]
+        basis = (
+            " (from the commit message; the forge source corroborates it)"
+            if c.platform == "git"
+            else ""
+        )
+        return self.res(f, Outcome.PASS, [f"landed through {where} by {how}{basis}"], digest)
+
+
+def _who(c: object) -> str:
+    from changeproof.evidence import Change
+
+    assert isinstance(c, Change)
+    if c.merged_by is not None:
+        return c.merged_by.login or c.merged_by.email or c.merged_by.name or "unknown"
+    if c.commits:
+        a = c.commits[-1].committer
+        return a.login or a.email or a.name or "unknown"
+    return "unknown"

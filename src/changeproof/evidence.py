@@ -1,0 +1,479 @@
+"""Neutral evidence: frozen, typed records validated at construction.
+
+Sources map raw payloads into these records and judge nothing; controls read them and fetch
+nothing. Every top-level record carries its :class:`Provenance` (where it came from, when it
+happened, when we saw it, and the SHA-256 of the raw payload kept in the locker).
+
+Records are ``msgspec.Struct`` classes: immutable, typed, and decoded from the store far faster
+than general-purpose models (the check must stream >= 20,000 changes/s). Invariants that types
+cannot express are enforced in ``__post_init__``; decoding runs the same checks, so an invalid
+record cannot exist either way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal
+
+import msgspec
+
+ActorKind = Literal["user", "bot", "app", "service", "ai", "unknown"]
+ChangeKind = Literal[
+    "merge",  # a merge commit of a PR/MR (GitHub "Merge pull request", GitLab "See merge request")
+    "squash",  # a squash-merge of a PR ("title (#N)")
+    "rebase",  # a run of commits landed by a rebase merge
+    "merge_queue",  # landed by a merge queue
+    "gerrit",  # a Gerrit-submitted change (Reviewed-on trailer)
+    "direct_push",  # unattributed: nobody proposed it for review
+    "initial",  # the root commit of the repository
+]
+ReviewState = Literal["APPROVED", "CHANGES_REQUESTED", "COMMENTED", "DISMISSED", "PENDING"]
+CheckConclusion = Literal[
+    "success",
+    "failure",
+    "neutral",
+    "skipped",
+    "cancelled",
+    "timed_out",
+    "action_required",
+    "stale",
+    "startup_failure",
+    "error",
+    "pending",
+]
+SignatureStatus = Literal["none", "good", "bad", "unknown", "expired", "revoked"]
+FileStatus = Literal["added", "modified", "deleted", "renamed", "copied", "type_changed"]
+Platform = Literal["git", "github", "gitlab", "gerrit"]
+
+WEB_FLOW_COMMITTERS = frozenset({"web-flow", "GitHub", "noreply@github.com"})
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base for every evidence record: frozen, keyword-only, strict on unknown fields."""
+
+    kind: ClassVar[str] = "record"
+
+
+def utc(value: datetime) -> datetime:
+    """Normalise an aware datetime to UTC; refuse naive ones (their zone is a guess)."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"timestamp {value.isoformat()} has no time zone")
+    return value.astimezone(UTC)
+
+
+def _require_aware(name: str, value: datetime | None) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise ValueError(f"{name} must carry a time zone, got {value.isoformat()}")
+
+
+def _require_sha256(name: str, value: str) -> None:
+    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+        raise ValueError(f"{name} must be a lowercase hex SHA-256 digest, got {value!r}")
+
+
+class Provenance(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Where a record came from and how to find its raw payload in the locker."""
+
+    source: str
+    occurred_at: datetime
+    collected_at: datetime
+    raw_sha256: str
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise ValueError("provenance.source must not be empty")
+        _require_aware("occurred_at", self.occurred_at)
+        _require_aware("collected_at", self.collected_at)
+        _require_sha256("raw_sha256", self.raw_sha256)
+
+
+class Actor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A person or machine identity as the system of record named it."""
+
+    login: str | None = None
+    name: str | None = None
+    email: str | None = None
+    type: ActorKind = "user"
+
+    def __post_init__(self) -> None:
+        if not (self.login or self.email or self.name):
+            raise ValueError("an actor needs at least a login, an email or a name")
+
+    @property
+    def key(self) -> str:
+        """A stable identity key: the login when known, else the lower-cased email, else name."""
+        if self.login:
+            return self.login.lower()
+        if self.email:
+            return self.email.lower()
+        return (self.name or "").lower()
+
+    def keys(self) -> frozenset[str]:
+        """Every identifier this actor can be recognised by (login, email, name)."""
+        out = {k.lower() for k in (self.login, self.email) if k}
+        if self.email and self.email.lower().endswith("@users.noreply.github.com"):
+            # 12345+login@users.noreply.github.com and login@users.noreply.github.com
+            local = self.email.split("@", 1)[0]
+            out.add(local.split("+", 1)[-1].lower())
+        return frozenset(out)
+
+
+class CommitInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    sha: str
+    parents: tuple[str, ...]
+    author: Actor
+    committer: Actor
+    authored_at: datetime
+    committed_at: datetime
+    message: str
+    co_authors: tuple[Actor, ...] = ()
+    signature: SignatureStatus = "unknown"
+    signer: str | None = None
+    # net patch identity of merge-base..sha (git patch-id); None when not computed
+    patch_id: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware("authored_at", self.authored_at)
+        _require_aware("committed_at", self.committed_at)
+        if len(self.sha) < 7:
+            raise ValueError(f"commit sha {self.sha!r} is too short")
+
+
+class FileChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    path: str
+    status: FileStatus = "modified"
+    previous_path: str | None = None
+    additions: int | None = None
+    deletions: int | None = None
+
+    def paths(self) -> tuple[str, ...]:
+        """Old and new names: a rename into (or out of) a sensitive path is sensitive."""
+        if self.previous_path and self.previous_path != self.path:
+            return (self.path, self.previous_path)
+        return (self.path,)
+
+
+class Review(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reviewer: Actor
+    state: ReviewState
+    submitted_at: datetime
+    commit_sha: str | None = None
+    # the net patch-id of merge-base..commit_sha, when the source could compute it
+    commit_patch_id: str | None = None
+    dismissed_by: Actor | None = None
+    dismissed_at: datetime | None = None
+    source: str = "platform"  # platform | gerrit-trailer | record
+    url: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware("submitted_at", self.submitted_at)
+        _require_aware("dismissed_at", self.dismissed_at)
+
+
+TimelineKind = Literal[
+    "push",
+    "force_push",
+    "review_dismissed",
+    "base_changed",
+    "added_to_merge_queue",
+    "removed_from_merge_queue",
+    "merged",
+    "labeled",
+    "unlabeled",
+    "ready_for_review",
+]
+
+
+class TimelineEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    type: TimelineKind
+    at: datetime
+    actor: Actor | None = None
+    before_sha: str | None = None
+    after_sha: str | None = None
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware("at", self.at)
+
+
+class CheckResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A check run or a commit status on a commit."""
+
+    name: str
+    conclusion: CheckConclusion
+    commit_sha: str
+    completed_at: datetime | None = None
+    started_at: datetime | None = None
+    app: str | None = None  # app slug for check runs (binds a required check to its app)
+    creator: str | None = None  # creator login for status contexts
+    kind: Literal["check_run", "status", "pipeline", "job", "junit"] = "check_run"
+    url: str | None = None
+    log_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        _require_aware("completed_at", self.completed_at)
+        _require_aware("started_at", self.started_at)
+
+
+class Change(Record, frozen=True, kw_only=True):
+    """One landing on a controlled branch, with its evidence frozen as it stood at merge.
+
+    ``reviews``, ``checks`` and ``files`` are ``None`` when the source could not see them at all
+    (git history proves no review): controls then say ``indeterminate``, never ``pass``.
+    """
+
+    kind: ClassVar[str] = "change"
+
+    repo: str
+    branch: str
+    number: int | None = None
+    change_type: ChangeKind
+    platform: Platform
+    merged_at: datetime
+    merge_sha: str  # the first-parent commit on the branch this change is attributed to
+    landed_shas: tuple[str, ...]  # every first-parent commit attributed to this change
+    base_sha: str | None = None
+    head_sha: str | None = None
+    title: str = ""
+    body: str = ""
+    author: Actor | None = None
+    merged_by: Actor | None = None
+    merge_method: Literal["merge", "squash", "rebase", "fast_forward", "unknown"] = "unknown"
+    merge_queue_sha: str | None = None
+    head_ref: str | None = None
+    commits: tuple[CommitInfo, ...] = ()
+    reviews: tuple[Review, ...] | None = None
+    timeline: tuple[TimelineEvent, ...] = ()
+    checks: tuple[CheckResult, ...] | None = None
+    files: tuple[FileChange, ...] | None = None
+    files_total: int | None = None  # as the platform counted them (can exceed len(files))
+    labels: tuple[str, ...] = ()
+    tickets: tuple[str, ...] = ()
+    reverts: str | None = None  # sha this change reverts, when it says so
+    head_patch_id: str | None = None  # net patch-id of merge-base..head
+    merged_via: str | None = None  # "#N": merged as part of another change
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("merged_at", self.merged_at)
+        if not self.repo:
+            raise ValueError("change.repo must not be empty")
+        if not self.landed_shas:
+            raise ValueError("a change must land at least one commit")
+        if self.merge_sha not in self.landed_shas:
+            raise ValueError("change.merge_sha must be one of its landed_shas")
+        if self.change_type == "direct_push" and self.number is not None:
+            raise ValueError("a direct push has no PR/MR number")
+
+    @property
+    def id(self) -> str:
+        """Stable subject id: ``repo#N`` for a PR/MR, ``repo@sha12`` otherwise."""
+        if self.number is not None:
+            return f"{self.repo}#{self.number}"
+        return f"{self.repo}@{self.merge_sha[:12]}"
+
+
+class Deployment(Record, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "deployment"
+
+    id: str
+    repo: str
+    environment: str
+    commit_sha: str
+    status: Literal["started", "success", "failure", "in_progress", "queued", "error", "inactive"]
+    started_at: datetime
+    finished_at: datetime | None = None
+    artifact: str | None = None  # "sha256:<hex>"
+    actor: Actor | None = None
+    url: str | None = None
+    system: str = "record"  # github | gitlab | record | argo | …
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("started_at", self.started_at)
+        _require_aware("finished_at", self.finished_at)
+        if self.artifact is not None and not self.artifact.startswith("sha256:"):
+            raise ValueError(f"artifact digest must look like sha256:<hex>, got {self.artifact!r}")
+
+
+class DeploymentApproval(Record, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "deployment_approval"
+
+    id: str
+    repo: str
+    environment: str
+    commit_sha: str
+    approver: Actor
+    approved_at: datetime
+    state: Literal["approved", "rejected"] = "approved"
+    comment: str = ""
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("approved_at", self.approved_at)
+
+
+class Emergency(Record, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "emergency"
+
+    id: str
+    repo: str
+    subject: str  # change id or commit
+    commit_sha: str | None = None
+    incident: str
+    approver: Actor
+    declared_by: Actor | None = None
+    declared_at: datetime
+    reason: str = ""
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("declared_at", self.declared_at)
+
+
+class RetroReview(Record, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "retro_review"
+
+    id: str
+    subject: str
+    reviewer: Actor
+    reviewed_at: datetime
+    notes: str = ""
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("reviewed_at", self.reviewed_at)
+
+
+class ExceptionGrant(Record, frozen=True, kw_only=True):
+    """A recorded, approved, expiring exception to one control for one subject (or a glob)."""
+
+    kind: ClassVar[str] = "exception"
+
+    id: str
+    control: str
+    subject: str  # exact subject id, or a glob like "org/repo#*"
+    reason: str
+    approver: Actor
+    granted_at: datetime
+    expires_at: datetime
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("granted_at", self.granted_at)
+        _require_aware("expires_at", self.expires_at)
+        if self.expires_at <= self.granted_at:
+            raise ValueError("an exception must expire after it was granted")
+        if not self.reason.strip():
+            raise ValueError("an exception needs a reason")
+
+
+class ProtectionRule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One layer of branch protection (classic protection or one ruleset), normalised."""
+
+    layer: str  # "classic" | "ruleset:<id>:<name>" | "gitlab"
+    enforcement: Literal["active", "evaluate", "disabled"] = "active"
+    requires_pr: bool = False
+    required_approvals: int = 0
+    dismiss_stale: bool = False
+    require_last_push_approval: bool = False
+    require_code_owner_review: bool = False
+    required_checks: tuple[tuple[str, str | None], ...] = ()  # (context, app slug/id or None)
+    strict_checks: bool = False
+    allow_force_push: bool = True
+    allow_deletion: bool = True
+    enforce_admins: bool = False
+    bypass_actors: tuple[tuple[str, str], ...] = ()  # (actor, mode: always|pull_request)
+    merge_queue: bool = False
+    # GitLab-only project settings
+    author_approval_allowed: bool | None = None
+    committer_approval_allowed: bool | None = None
+    reset_approvals_on_push: bool | None = None
+    overriding_approvers_allowed: bool | None = None
+
+
+class ProtectionSnapshot(Record, frozen=True, kw_only=True):
+    """The protection of one branch as observed at ``provenance.occurred_at``."""
+
+    kind: ClassVar[str] = "protection"
+
+    repo: str
+    branch: str
+    layers: tuple[ProtectionRule, ...]
+    log_retention_days: int | None = None
+    readable: bool = True  # False when the token could not read the configuration
+    provenance: Provenance
+
+
+class TeamMembership(Record, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "team"
+
+    team: str
+    members: tuple[str, ...]
+    provenance: Provenance  # occurred_at = when this membership was observed
+
+
+class Bypass(Record, frozen=True, kw_only=True):
+    kind: ClassVar[str] = "bypass"
+
+    id: str
+    repo: str
+    branch: str | None
+    actor: Actor | None
+    at: datetime
+    source: str  # rule_suite | audit_log | inferred
+    detail: str = ""
+    provenance: Provenance
+
+
+class Coverage(Record, frozen=True, kw_only=True):
+    """What a collection run covered, so completeness (CM-POP-1) can be judged."""
+
+    kind: ClassVar[str] = "coverage"
+
+    id: str
+    source: str
+    repo: str
+    branch: str | None
+    start: datetime | None  # None = from the beginning of history
+    end: datetime
+    complete: bool
+    gaps: tuple[str, ...] = ()
+    provenance: Provenance
+
+
+def canonical_json(value: Any) -> bytes:
+    """Canonical JSON (sorted keys) used for digests that must be re-derivable."""
+    return msgspec.json.encode(value, order="sorted")
+
+
+def digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+RECORD_TYPES: tuple[type[Record], ...] = (
+    Change,
+    Deployment,
+    DeploymentApproval,
+    Emergency,
+    RetroReview,
+    ExceptionGrant,
+    ProtectionSnapshot,
+    TeamMembership,
+    Bypass,
+    Coverage,
+)
+"""Explicit registry of storable evidence kinds; later modules append theirs here."""
+
+
+def record_type(kind: str) -> type[Record]:
+    for t in RECORD_TYPES:
+        if t.kind == kind:
+            return t
+    raise KeyError(kind)

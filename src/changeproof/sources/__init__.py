@@ -1,0 +1,1 @@
+"""Sources map raw payloads from systems of record into neutral evidence. They judge nothing."""

@@ -1,0 +1,419 @@
+"""The store: normalised evidence, the locker's tables and results, behind typed queries.
+
+SQLite (WAL) in the workspace by default, PostgreSQL by URL. One write transaction per unit
+of work: evidence rows, locker entries and the collector's cursor commit together or not at
+all, so an interrupted command leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from changeproof.errors import StoreError
+from changeproof.evidence import Change, Record, record_type
+from changeproof.store import schema
+
+if TYPE_CHECKING:
+    from changeproof.locker import Locker
+
+SCHEMA_HEAD = "0001"
+R = TypeVar("R", bound=Record)
+
+_encoder = msgspec.json.Encoder(order="sorted")
+
+
+def to_us(value: datetime) -> int:
+    return int(value.timestamp() * 1_000_000)
+
+
+def from_us(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=5000")
+    cur.close()
+
+
+def _explain_db_error(url: str, exc: Exception) -> StoreError:
+    text = str(getattr(exc, "orig", exc))
+    low = text.lower()
+    if "locked" in low or "busy" in low:
+        return StoreError(
+            f"the database {url} is locked by another changeproof process",
+            expected="exclusive write access for the duration of this command",
+            hint="wait for the other command to finish, then run this one again",
+        )
+    if "readonly" in low or "read-only" in low or "permission denied" in low:
+        return StoreError(
+            f"the database {url} cannot be written ({text})",
+            expected="a workspace folder and database file this user may write",
+            hint="fix the permissions, or point --home / CHANGEPROOF_HOME at a writable folder",
+        )
+    if "unable to open" in low:
+        return StoreError(
+            f"the database {url} cannot be opened ({text})",
+            expected="an existing, writable workspace folder",
+            hint="check --home / CHANGEPROOF_HOME, or run `changeproof init`",
+        )
+    if "connection" in low or "could not connect" in low or "refused" in low:
+        return StoreError(
+            f"cannot reach the database {url} ({text.strip()})",
+            expected="a running database server at that URL",
+            hint="check the URL in --db / CHANGEPROOF_DB and that the server is up",
+        )
+    return StoreError(f"database error on {url}: {text.strip()}")
+
+
+def _redact(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+class Store:
+    """Typed access to one database. Create with :meth:`open`; close with :meth:`close`."""
+
+    def __init__(self, engine: Engine, url: str) -> None:
+        self.engine = engine
+        self.url = _redact(url)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str, *, migrate: bool = True) -> Store:
+        try:
+            kwargs: dict[str, Any] = {}
+            if url.startswith("sqlite"):
+                kwargs["connect_args"] = {"timeout": 5}
+            else:
+                kwargs["pool_pre_ping"] = True
+            engine = sa.create_engine(url, **kwargs)
+        except (sa.exc.ArgumentError, ImportError) as exc:
+            raise StoreError(
+                f"cannot use the database URL {_redact(url)} ({exc})",
+                expected="sqlite:///PATH or postgresql+psycopg://USER@HOST/DB",
+                hint="check --db / CHANGEPROOF_DB; PostgreSQL needs `pip install changeproof[postgres]`",
+            ) from None
+        if engine.dialect.name == "sqlite":
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        store = cls(engine, url)
+        if migrate:
+            store.ensure_schema()
+        return store
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def schema_version(self) -> str | None:
+        try:
+            with self.engine.connect() as conn:
+                insp = sa.inspect(conn)
+                if not insp.has_table("alembic_version"):
+                    return None
+                row = conn.execute(sa.text("SELECT version_num FROM alembic_version")).first()
+                return str(row[0]) if row else None
+        except sa.exc.SQLAlchemyError as exc:
+            raise _explain_db_error(self.url, exc) from None
+
+    def ensure_schema(self) -> None:
+        """Apply migrations only when needed: Alembic is imported only on a version change."""
+        if self.schema_version() == SCHEMA_HEAD:
+            return
+        self.upgrade()
+
+    def upgrade(self) -> str:
+        from alembic import command
+        from alembic.config import Config
+
+        cfg = Config()
+        cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+        try:
+            with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # several processes may upgrade at once: one does it, the others wait
+                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(7303911)"))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except sa.exc.SQLAlchemyError as exc:
+            raise _explain_db_error(self.url, exc) from None
+        return SCHEMA_HEAD
+
+    # --- writing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def writer(self, locker: Locker | None = None) -> Iterator[Writer]:
+        """One atomic unit of work. On any exception nothing of it is kept."""
+        try:
+            with self.engine.begin() as conn:
+                w = Writer(conn, locker)
+                yield w
+                w.flush()
+                if locker is not None:
+                    locker.finish(conn)
+        except sa.exc.OperationalError as exc:
+            raise _explain_db_error(self.url, exc) from None
+        except sa.exc.DatabaseError as exc:
+            raise _explain_db_error(self.url, exc) from None
+
+    # --- reading -------------------------------------------------------------------------
+
+    def connect(self) -> contextlib.AbstractContextManager[Connection]:
+        return self.engine.connect()
+
+    def iter_records(
+        self,
+        cls: type[R],
+        *,
+        repo: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        batch: int = 5000,
+    ) -> Iterator[tuple[str, R]]:
+        """Stream records of one kind in time order as (digest, record); constant memory."""
+        t = schema.evidence
+        q = sa.select(t.c.digest, t.c.body).where(t.c.kind == cls.kind)
+        if repo is not None:
+            q = q.where(t.c.repo == repo)
+        if start is not None:
+            q = q.where(t.c.occurred_us >= to_us(start))
+        if end is not None:
+            q = q.where(t.c.occurred_us < to_us(end))
+        q = q.order_by(t.c.occurred_us, t.c.id)
+        decoder = msgspec.json.Decoder(cls)
+        try:
+            with self.engine.connect() as conn:
+                res = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
+                for part in res.partitions(batch):
+                    for dig, body in part:
+                        yield dig, decoder.decode(body)
+        except sa.exc.SQLAlchemyError as exc:
+            raise _explain_db_error(self.url, exc) from None
+
+    def records(self, cls: type[R], **kw: Any) -> list[R]:
+        return [r for _, r in self.iter_records(cls, **kw)]
+
+    def get(self, cls: type[R], key: str) -> tuple[str, R] | None:
+        t = schema.evidence
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(t.c.digest, t.c.body).where(t.c.kind == cls.kind, t.c.key == key)
+            ).first()
+        if row is None:
+            return None
+        return row[0], msgspec.json.decode(row[1], type=cls)
+
+    def by_subject(self, cls: type[R], subject: str) -> list[tuple[str, R]]:
+        t = schema.evidence
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.digest, t.c.body)
+                .where(t.c.kind == cls.kind, t.c.subject == subject)
+                .order_by(t.c.occurred_us, t.c.id)
+            ).all()
+        return [(r[0], msgspec.json.decode(r[1], type=cls)) for r in rows]
+
+    def count(self, kind: str, repo: str | None = None) -> int:
+        t = schema.evidence
+        q = sa.select(sa.func.count()).select_from(t).where(t.c.kind == kind)
+        if repo is not None:
+            q = q.where(t.c.repo == repo)
+        with self.engine.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def repos(self) -> list[str]:
+        t = schema.evidence
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(t.c.repo).where(t.c.kind == Change.kind).distinct().order_by(t.c.repo)
+            ).all()
+        return [r[0] for r in rows if r[0]]
+
+    def change_for_commit(self, repo: str, sha: str) -> tuple[str, Change] | None:
+        ci = schema.commit_index
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(ci.c.change_key).where(ci.c.repo == repo, ci.c.sha.startswith(sha))
+            ).first()
+        if row is None:
+            return None
+        return self.get(Change, row[0])
+
+    def cursor(self, source: str, scope: str) -> str | None:
+        t = schema.collect_state
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(t.c.cursor).where(t.c.source == source, t.c.scope == scope)
+            ).first()
+        return None if row is None else str(row[0])
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(schema.meta.c.value).where(schema.meta.c.key == key)
+            ).first()
+        return None if row is None else str(row[0])
+
+
+def record_key(record: Record) -> tuple[str, str | None, str | None, datetime]:
+    """(key, repo, subject, occurred_at) for a record: its natural identity in the store."""
+    if isinstance(record, Change):
+        return record.id, record.repo, record.id, record.merged_at
+    prov = record.provenance  # type: ignore[attr-defined]
+    repo = getattr(record, "repo", None)
+    subject = getattr(record, "subject", None)
+    rid = getattr(record, "id", None)
+    if rid is None:
+        rid = (
+            "|".join(
+                str(getattr(record, f, ""))
+                for f in ("repo", "branch", "team")
+                if hasattr(record, f)
+            )
+            + "|"
+            + prov.occurred_at.isoformat()
+        )
+    if subject is None:
+        subject = getattr(record, "commit_sha", None)
+    return str(rid), repo, subject, prov.occurred_at
+
+
+class Writer:
+    """Buffers rows of one transaction and writes them in batches."""
+
+    def __init__(self, conn: Connection, locker: Locker | None) -> None:
+        self.conn = conn
+        self.locker = locker
+        self._evidence: list[dict[str, Any]] = []
+        self._commits: list[dict[str, Any]] = []
+        self.written = 0
+
+    def put_raw(
+        self, payload: bytes, *, kind: str, source: str, media_type: str = "text/plain"
+    ) -> str:
+        if self.locker is None:
+            raise StoreError("internal: this unit of work has no locker to keep raw evidence in")
+        return self.locker.put(self.conn, payload, kind=kind, source=source, media_type=media_type)
+
+    def put(self, record: Record, *, seq: int | None = None) -> str:
+        """Store a record (latest view per key). ``seq``: first-parent position of a change."""
+        body = _encoder.encode(record)
+        dig = hashlib.sha256(body).hexdigest()
+        key, repo, subject, occurred = record_key(record)
+        prov = record.provenance  # type: ignore[attr-defined]
+        self._evidence.append(
+            {
+                "kind": record.kind,
+                "key": key,
+                "repo": repo,
+                "subject": subject,
+                "occurred_us": to_us(occurred),
+                "collected_us": to_us(prov.collected_at),
+                "digest": dig,
+                "raw_sha256": prov.raw_sha256,
+                "body": body,
+            }
+        )
+        if isinstance(record, Change):
+            base = seq if seq is not None else to_us(record.merged_at) * 100
+            for i, sha in enumerate(record.landed_shas):
+                self._commits.append(
+                    {
+                        "repo": record.repo,
+                        "sha": sha,
+                        "branch": record.branch,
+                        "change_key": key,
+                        "seq": base + i,
+                    }
+                )
+        if len(self._evidence) >= 2000:
+            self.flush()
+        return dig
+
+    def index_commits(self, rows: Iterable[dict[str, Any]]) -> None:
+        self._commits.extend(rows)
+
+    def flush(self) -> None:
+        if self._evidence:
+            t = schema.evidence
+            keys = [(r["kind"], r["key"]) for r in self._evidence]
+            # latest normalised view per (kind, key); history stays in the locker
+            by_kind: dict[str, list[str]] = {}
+            for kind, key in keys:
+                by_kind.setdefault(kind, []).append(key)
+            for kind, klist in by_kind.items():
+                for i in range(0, len(klist), 500):
+                    self.conn.execute(
+                        sa.delete(t).where(t.c.kind == kind, t.c.key.in_(klist[i : i + 500]))
+                    )
+            # de-duplicate within the batch, keeping the last
+            uniq: dict[tuple[str, str], dict[str, Any]] = {}
+            for r in self._evidence:
+                uniq[(r["kind"], r["key"])] = r
+            self.conn.execute(sa.insert(t), list(uniq.values()))
+            self.written += len(uniq)
+            self._evidence.clear()
+        if self._commits:
+            ci = schema.commit_index
+            rows = {(r["repo"], r["sha"]): r for r in self._commits}
+            pairs = list(rows)
+            for i in range(0, len(pairs), 500):
+                chunk = pairs[i : i + 500]
+                for repo in {p[0] for p in chunk}:
+                    self.conn.execute(
+                        sa.delete(ci).where(
+                            ci.c.repo == repo, ci.c.sha.in_([p[1] for p in chunk if p[0] == repo])
+                        )
+                    )
+            self.conn.execute(sa.insert(ci), list(rows.values()))
+            self._commits.clear()
+
+    def set_cursor(self, source: str, scope: str, cursor: str, *, complete: bool = True) -> None:
+        t = schema.collect_state
+        self.conn.execute(sa.delete(t).where(t.c.source == source, t.c.scope == scope))
+        self.conn.execute(
+            sa.insert(t).values(
+                source=source,
+                scope=scope,
+                cursor=cursor,
+                updated_us=int(time.time() * 1_000_000),
+                complete=complete,
+            )
+        )
+
+    def set_meta(self, key: str, value: str) -> None:
+        t = schema.meta
+        self.conn.execute(sa.delete(t).where(t.c.key == key))
+        self.conn.execute(sa.insert(t).values(key=key, value=value))
+
+
+def decode_record(kind: str, body: bytes) -> Record:
+    return msgspec.json.decode(body, type=record_type(kind))
