@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "controls": ("changeproof.cli.core", "controls_cmd"),
     "db": ("changeproof.cli.core", "db"),
     "key": ("changeproof.cli.core", "key"),
+    "record": ("changeproof.cli.record", "record"),
+    "ingest": ("changeproof.cli.ingest", "ingest"),
 }
 
 
@@ -45,11 +47,17 @@ class Options:
 
 
 class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when called (fast start-up)."""
+
+    def __init__(self, *args: Any, registry: dict[str, tuple[str, str]] | None = None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.registry = COMMANDS if registry is None else registry
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
+        return sorted(self.registry)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
+        target = self.registry.get(cmd_name)
         if target is None:
             return None
         module = importlib.import_module(target[0])

@@ -7,16 +7,27 @@ from pathlib import Path
 
 import click
 
-from changeproof.cli import emit_json, opts
+from changeproof.cli import LazyGroup, emit_json, opts
 from changeproof.cli.timeparse import parse_instant
 
+# Sources other than git live in their own modules: name → (module, attribute).
+COLLECT_COMMANDS: dict[str, tuple[str, str]] = {
+    "git": ("changeproof.cli.collect", "collect_git"),
+}
 
-@click.group("collect")
+
+@click.group("collect", cls=LazyGroup, registry=COLLECT_COMMANDS)
 def collect() -> None:
-    """Pull evidence from systems of record into the store and the locker, incrementally."""
+    """Pull evidence from systems of record into the store and the locker, incrementally.
+
+    \b
+    Examples:
+      changeproof collect git .
+      changeproof collect git ~/src/api --since 2026-01-01
+    """
 
 
-@collect.command("git")
+@click.command("git")
 @click.argument("path", type=click.Path(path_type=Path), default=".")
 @click.option(
     "--branch",

@@ -1,0 +1,15 @@
+"""`changeproof ingest KIND FILE…`: files produced by other tools."""
+
+from __future__ import annotations
+
+import click
+
+from changeproof.cli import LazyGroup
+
+# kind → (module, attribute); each kind lives in its own module.
+INGEST_COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+@click.group("ingest", cls=LazyGroup, registry=INGEST_COMMANDS)
+def ingest() -> None:
+    """Ingest scanner output, Terraform plans, test reports … as evidence (all or nothing)."""

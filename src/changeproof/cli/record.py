@@ -1,0 +1,18 @@
+"""`changeproof record …`: events recorded from a pipeline or by a person."""
+
+from __future__ import annotations
+
+import click
+
+from changeproof.cli import LazyGroup
+
+# name → (module, attribute); each subcommand lives in its own module.
+RECORD_COMMANDS: dict[str, tuple[str, str]] = {}
+
+
+@click.group("record", cls=LazyGroup, registry=RECORD_COMMANDS)
+def record() -> None:
+    """Record an event (deployment, approval, emergency, review, exception …) as evidence.
+
+    Every record goes into the locker and the store in one transaction.
+    """
