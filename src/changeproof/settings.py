@@ -343,6 +343,19 @@ ALLOWED_HINTS: dict[str, str] = {
 }
 
 
+_MISSING = object()
+
+
+def _value_at(data: Any, key: str) -> Any:
+    cur = data
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", key):
+        try:
+            cur = cur[int(part[1:-1])] if part.startswith("[") else cur[part]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return _MISSING
+    return cur
+
+
 def parse_settings(data: dict[str, Any], source: str = SETTINGS_FILE) -> Settings:
     try:
         return msgspec.convert(data, Settings, strict=True)
@@ -358,8 +371,10 @@ def parse_settings(data: dict[str, Any], source: str = SETTINGS_FILE) -> Setting
                 expected="only the keys documented in the commented file `changeproof init` writes",
                 hint=f"remove or correct {field!r}; `changeproof init --print` shows every key",
             ) from None
+        got = _value_at(data, key)
+        shown = f" (got {got!r})" if got is not _MISSING else ""
         raise ConfigError(
-            f"{source}: invalid value for {key}: {problem}",
+            f"{source}: invalid value for {key}{shown}: {problem}",
             expected=allowed or "a value of the documented type",
             hint=f"edit {key} in {source}; `changeproof init --print` shows the defaults",
         ) from None

@@ -9,9 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from changeproof.errors import StoreError
 from changeproof.settings import SETTINGS_FILE, Settings, load_settings
+
+if TYPE_CHECKING:
+    from changeproof.locker import Signer
+    from changeproof.store import Store
 
 
 @dataclass(frozen=True)
@@ -63,7 +68,7 @@ class Workspace:
         if not (self.keys_dir / PRIVATE_KEY_FILE).exists():
             Signer.generate(self.keys_dir)
 
-    def open_store(self, *, write: bool = True):  # type: ignore[no-untyped-def]
+    def open_store(self, *, write: bool = True) -> Store:
         from changeproof.store import Store
 
         if write:
@@ -78,7 +83,7 @@ class Workspace:
             )
         return Store.open(self.db_url)
 
-    def signer(self):  # type: ignore[no-untyped-def]
+    def signer(self) -> Signer:
         from changeproof.locker import Signer
 
         return Signer.load(self.keys_dir)

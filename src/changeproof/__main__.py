@@ -1,0 +1,3 @@
+from changeproof.cli import main
+
+main()
