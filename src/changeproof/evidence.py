@@ -13,7 +13,7 @@ record cannot exist either way.
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal
 
 import msgspec
@@ -444,6 +444,32 @@ class Coverage(Record, frozen=True, kw_only=True):
     provenance: Provenance
 
 
+class PolicyApproval(Record, frozen=True, kw_only=True):
+    """Who approved which rendered Change Management Policy, and from which settings.
+
+    ``document_sha256`` is the SHA-256 of the canonical Markdown rendering, whose bytes are
+    the raw payload in the locker (so ``provenance.raw_sha256`` equals it).
+    """
+
+    kind: ClassVar[str] = "policy_approval"
+
+    id: str  # "<policy_version>@<approved_at ISO>"
+    policy_version: str
+    document_sha256: str
+    settings_version: str
+    approver: Actor
+    approved_at: datetime
+    effective_date: date | None = None
+    note: str = ""
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("approved_at", self.approved_at)
+        _require_sha256("document_sha256", self.document_sha256)
+        if not self.policy_version.strip():
+            raise ValueError("a policy approval needs a policy version")
+
+
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON (sorted keys) used for digests that must be re-derivable."""
     return msgspec.json.encode(value, order="sorted")
@@ -468,6 +494,7 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     TeamMembership,
     Bypass,
     Coverage,
+    PolicyApproval,
 )
 """Explicit registry of storable evidence kinds; later modules append theirs here."""
 
