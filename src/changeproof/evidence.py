@@ -327,10 +327,73 @@ class Emergency(Record, frozen=True, kw_only=True):
     declared_by: Actor | None = None
     declared_at: datetime
     reason: str = ""
+    # the environment deployed under the emergency, the change ids it let through, and the
+    # identity keys of their participants as known at declaration (so CM-EMG-1/2 can judge
+    # independence from the record alone)
+    environment: str | None = None
+    covers: tuple[str, ...] = ()
+    participants: tuple[str, ...] = ()
     provenance: Provenance
 
     def __post_init__(self) -> None:
         _require_aware("declared_at", self.declared_at)
+
+
+GateOutcome = Literal["pass", "fail", "exception", "not_applicable", "indeterminate"]
+
+
+class GateCheck(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One rule of a gate decision: which control it enforces, its outcome and why."""
+
+    rule: str  # controlled-branch | changes | staging | authorisation | actor | emergency
+    control: str
+    outcome: GateOutcome
+    reasons: tuple[str, ...]
+
+
+class ShippedChange(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A change a deployment ships, with its worst review/testing outcome at decision time."""
+
+    id: str
+    outcome: GateOutcome
+    digest: str  # sha256 of the change record judged
+    failing: tuple[str, ...] = ()  # "CM-REV-1: reason" for each control not ok
+
+
+class GateDecision(Record, frozen=True, kw_only=True):
+    """The gate's allow/deny for one deployment: the production authorisation record.
+
+    ``inputs`` are the sha256 digests of every evidence record the decision read, so the
+    decision can be re-derived and checked against the locker.
+    """
+
+    kind: ClassVar[str] = "gate_decision"
+
+    id: str
+    repo: str
+    environment: str
+    commit_sha: str
+    branch: str | None = None
+    artifact: str | None = None
+    actor: Actor | None = None
+    triggered_by: Actor | None = None
+    decision: Literal["allow", "deny"]
+    emergency: str | None = None  # the Emergency id when allowed through the emergency path
+    checks: tuple[GateCheck, ...]
+    changes: tuple[ShippedChange, ...] = ()
+    participants: tuple[str, ...] = ()
+    previous_deployment: str | None = None
+    inputs: tuple[str, ...] = ()
+    settings_version: str
+    tool_version: str
+    mode: Literal["store", "live"] = "store"
+    decided_at: datetime
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("decided_at", self.decided_at)
+        if not self.checks:
+            raise ValueError("a gate decision needs at least one rule result")
 
 
 class RetroReview(Record, frozen=True, kw_only=True):
@@ -495,6 +558,7 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Bypass,
     Coverage,
     PolicyApproval,
+    GateDecision,
 )
 """Explicit registry of storable evidence kinds; later modules append theirs here."""
 
