@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,10 +97,106 @@ def repo(tmp_path: Path) -> GitRepo:
     return r
 
 
+# --- the store backends: every test using `workspace`/`store` runs on SQLite and PostgreSQL ---
+#
+# CHANGEPROOF_TEST_PG_URL (e.g. from `eval "$(scripts/pg start)"`) names a PostgreSQL server
+# and a database we may connect to; each test gets its own fresh database, cloned from a
+# template that already has the schema (CREATE DATABASE … TEMPLATE is a file copy: fast).
+
+PG_ENV = "CHANGEPROOF_TEST_PG_URL"
+BACKENDS = ("sqlite", "postgres")
+
+
+def _libpq_url(url: str) -> str:
+    """The URL for psycopg itself (no SQLAlchemy driver suffix)."""
+    return re.sub(r"^postgresql\+\w+://", "postgresql://", url)
+
+
+def _with_database(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (query string kept), in SQLAlchemy form."""
+    base, _, query = url.partition("?")
+    _, _, rest = base.partition("://")
+    hostpart = rest.split("/", 1)[0]
+    out = f"postgresql+psycopg://{hostpart}/{name}"
+    return out + (f"?{query}" if query else "")
+
+
+@dataclass
+class PgServer:
+    """The test PostgreSQL server: makes and drops one database per test."""
+
+    admin_url: str  # libpq URL of an existing database to run CREATE/DROP DATABASE from
+    template: str = ""
+
+    def _exec(self, sql: str) -> None:
+        import psycopg
+
+        # CREATE/DROP DATABASE cannot run inside a transaction: autocommit
+        with psycopg.connect(self.admin_url, autocommit=True, connect_timeout=10) as conn:
+            conn.execute(sql.encode())
+
+    def start(self) -> None:
+        name = f"cp_tpl_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        self._exec(f'CREATE DATABASE "{name}"')
+        s = Store.open(_with_database(self.admin_url, name))  # applies the migrations
+        s.close()
+        self.template = name
+
+    def create(self) -> tuple[str, str]:
+        name = f"cp_t_{uuid.uuid4().hex[:16]}"
+        self._exec(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return name, _with_database(self.admin_url, name)
+
+    def drop(self, name: str) -> None:
+        self._exec(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def stop(self) -> None:
+        if self.template:
+            self.drop(self.template)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The PostgreSQL server named by CHANGEPROOF_TEST_PG_URL; skips when it is not set."""
+    url = os.environ.get(PG_ENV)
+    if not url:
+        pytest.skip(f'PostgreSQL backend: set {PG_ENV} (e.g. eval "$(scripts/pg start)")')
+    server = PgServer(_libpq_url(url))
+    try:
+        server.start()
+    except Exception as exc:
+        pytest.fail(f"{PG_ENV}={url} is set but unusable: {exc}")
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
-    ws = Workspace.resolve(str(tmp_path / "ws"), None, str(tmp_path / "changeproof.toml"))
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for one test (SQLAlchemy URL); dropped after."""
+    name, url = pg_server.create()
+    yield url
+    pg_server.drop(name)
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store URL of this test's backend: SQLite in the workspace, or a fresh PostgreSQL
+    database (the postgres variant is skipped when CHANGEPROOF_TEST_PG_URL is unset)."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("pg_url"))
+    return f"sqlite:///{tmp_path / 'ws' / 'store.db'}"
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch) -> Workspace:
+    ws = Workspace.resolve(str(tmp_path / "ws"), db_url, str(tmp_path / "changeproof.toml"))
     ws.ensure_home()
+    # commands run from the test (in-process or as subprocesses that inherit the environment)
+    # find the same database without each test passing --db
+    if ws.is_sqlite:
+        monkeypatch.delenv("CHANGEPROOF_DB", raising=False)
+    else:
+        monkeypatch.setenv("CHANGEPROOF_DB", ws.db_url)
     return ws
 
 

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from changeproof.errors import LockerError
-from changeproof.store import schema, to_us
+from changeproof.store import schema, to_us, upsert
 
 if TYPE_CHECKING:
     from changeproof.store import Store
@@ -139,11 +139,19 @@ class _Pending:
 
 
 class Locker:
-    """Appends raw payloads within a store transaction. One instance per unit of work."""
+    """Appends raw payloads within a store transaction. One instance per unit of work.
+
+    Payload bytes are written as they come (in batches, so memory stays bounded), but the
+    chain entries naming them are appended only in :meth:`finish`, at the end of the
+    transaction, under PostgreSQL's chain lock. So concurrent collectors hold the chain only
+    for that short final step, and while holding it wait for nothing else (no deadlock).
+    """
 
     def __init__(self, signer: Signer, *, clock_us: int | None = None) -> None:
         self.signer = signer
         self._pending: dict[str, _Pending] = {}
+        # digest → (kind, source) of objects written this unit of work, awaiting their entry
+        self._staged: dict[str, tuple[str, str]] = {}
         self._clock_us = clock_us
         self.appended = 0
         self.last_seq: int | None = None
@@ -176,55 +184,69 @@ class Locker:
         return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
 
     def flush(self, conn: Connection) -> None:
+        """Write the buffered payloads' bytes; their chain entries wait for :meth:`finish`."""
         if not self._pending:
             return
-        o = schema.locker_objects
-        digests = list(self._pending)
-        existing: set[str] = set()
+        # digest order: concurrent writers of the same payloads lock them in one order
+        objects = [
+            {
+                "digest": p.digest,
+                "size": len(p.payload),
+                "media_type": p.media_type,
+                "body": p.payload,
+            }
+            for _, p in sorted(self._pending.items())
+        ]
+        # an identical payload already stored (or being stored by another process) is kept once
+        upsert(conn, schema.locker_objects, objects, ("digest",))
+        for d, p in self._pending.items():
+            self._staged.setdefault(d, (p.kind, p.source))
+        self._pending.clear()
+
+    def _append_entries(self, conn: Connection) -> None:
+        """Append one chain entry per staged payload the chain does not name yet."""
+        if not self._staged:
+            return
+        seq, prev = self._head(conn)  # takes the chain lock first: the check below is then exact
+        e = schema.locker_entries
+        digests = list(self._staged)
+        named: set[str] = set()
         for i in range(0, len(digests), 500):
             chunk = digests[i : i + 500]
-            existing.update(
-                r[0] for r in conn.execute(sa.select(o.c.digest).where(o.c.digest.in_(chunk)))
+            named.update(
+                r[0] for r in conn.execute(sa.select(e.c.digest).where(e.c.digest.in_(chunk)))
             )
-        new = [p for d, p in self._pending.items() if d not in existing]
-        self._pending.clear()
-        if not new:
-            return
-        seq, prev = self._head(conn)
         now = self._now_us()
-        objects: list[dict[str, Any]] = []
         entries: list[dict[str, Any]] = []
-        for p in new:
+        for dig, (kind, source) in self._staged.items():
+            if dig in named:
+                continue
             seq += 1
-            h = entry_hash(seq, p.digest, p.kind, p.source, now, prev)
-            objects.append(
-                {
-                    "digest": p.digest,
-                    "size": len(p.payload),
-                    "media_type": p.media_type,
-                    "body": p.payload,
-                }
-            )
+            h = entry_hash(seq, dig, kind, source, now, prev)
             entries.append(
                 {
                     "seq": seq,
-                    "digest": p.digest,
-                    "kind": p.kind,
-                    "source": p.source,
+                    "digest": dig,
+                    "kind": kind,
+                    "source": source,
                     "recorded_us": now,
                     "prev_hash": prev,
                     "entry_hash": h,
                 }
             )
             prev = h
-        conn.execute(sa.insert(o), objects)
-        conn.execute(sa.insert(schema.locker_entries), entries)
-        self.appended += len(entries)
-        self.last_seq = seq
+        self._staged.clear()
+        for i in range(0, len(entries), 5000):
+            conn.execute(sa.insert(e), entries[i : i + 5000])
+        if entries:
+            self.appended += len(entries)
+            self.last_seq = seq
 
     def finish(self, conn: Connection) -> None:
-        """Flush and sign a checkpoint over the new head, inside the same transaction."""
+        """Flush, append the chain entries and sign a checkpoint over the new head, inside
+        the same transaction."""
         self.flush(conn)
+        self._append_entries(conn)
         if self.last_seq is None:
             return
         e = schema.locker_entries

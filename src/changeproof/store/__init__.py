@@ -55,6 +55,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _explain_db_error(url: str, exc: Exception) -> StoreError:
     text = str(getattr(exc, "orig", exc))
     low = text.lower()
+    if "deadlock" in low:
+        return StoreError(
+            f"another changeproof process wrote the same records of {url} at the same moment, "
+            "and the database stopped this command to let the other finish",
+            expected="concurrent writers to touch different records (or to wait for each other)",
+            hint="nothing of this command was kept; run it again",
+        )
     if "locked" in low or "busy" in low:
         return StoreError(
             f"the database {url} is locked by another changeproof process",
@@ -259,9 +266,12 @@ class Store:
 
     def change_for_commit(self, repo: str, sha: str) -> tuple[str, Change] | None:
         ci = schema.commit_index
+        # a full SHA is an equality lookup: LIKE cannot use the primary key index on
+        # PostgreSQL databases with a non-C collation
+        match = ci.c.sha == sha if len(sha) in (40, 64) else ci.c.sha.startswith(sha)
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(ci.c.change_key).where(ci.c.repo == repo, ci.c.sha.startswith(sha))
+                sa.select(ci.c.change_key).where(ci.c.repo == repo, match).limit(1)
             ).first()
         if row is None:
             return None
@@ -306,6 +316,52 @@ def record_key(record: Record) -> tuple[str, str | None, str | None, datetime]:
     return str(rid), repo, subject, prov.occurred_at
 
 
+# advisory lock namespace (first key of the two-int form) for Writer.claim
+CLAIM_LOCK_NS = 7303913
+
+
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    keys: tuple[str, ...],
+    *,
+    only_if_changed: str | None = None,
+) -> None:
+    """INSERT … ON CONFLICT (keys) DO UPDATE, on SQLite and PostgreSQL alike.
+
+    Unlike delete-then-insert this never fails with a unique violation when another
+    transaction commits the same key first: PostgreSQL waits for it and then updates.
+    ``only_if_changed``: a column; rows whose value is unchanged are left untouched.
+    """
+    if not rows:
+        return
+    name = conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table)
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise StoreError(f"unsupported database dialect {name!r}")
+    cols = [c for c in rows[0] if c not in keys]
+    where = None
+    if only_if_changed is not None:
+        where = table.c[only_if_changed].is_distinct_from(stmt.excluded[only_if_changed])
+    if cols:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: stmt.excluded[c] for c in cols},
+            where=where,
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt, rows)
+
+
 class Writer:
     """Buffers rows of one transaction and writes them in batches."""
 
@@ -315,6 +371,22 @@ class Writer:
         self._evidence: list[dict[str, Any]] = []
         self._commits: list[dict[str, Any]] = []
         self.written = 0
+
+    def claim(self, *scope: str) -> None:
+        """Hold ``scope`` (e.g. ``"repo", name``) for the rest of this unit of work.
+
+        Call it before reading the cursor a collection starts from: on PostgreSQL a second
+        process claiming the same scope waits here until the first commits, then sees its
+        cursor and records (so two collectors of one repository neither duplicate nor lose
+        work); different scopes run in parallel. A transaction-scoped advisory lock: released
+        at commit or rollback, even if the process dies. SQLite allows one writer at a time
+        anyway, so nothing is needed there.
+        """
+        if self.conn.dialect.name == "postgresql":
+            self.conn.execute(
+                sa.text("SELECT pg_advisory_xact_lock(:ns, hashtext(:scope))"),
+                {"ns": CLAIM_LOCK_NS, "scope": "\x1f".join(scope)},
+            )
 
     def put_raw(
         self, payload: bytes, *, kind: str, source: str, media_type: str = "text/plain"
@@ -363,56 +435,34 @@ class Writer:
 
     def flush(self) -> None:
         if self._evidence:
-            t = schema.evidence
-            keys = [(r["kind"], r["key"]) for r in self._evidence]
-            # latest normalised view per (kind, key); history stays in the locker
-            by_kind: dict[str, list[str]] = {}
-            for kind, key in keys:
-                by_kind.setdefault(kind, []).append(key)
-            for kind, klist in by_kind.items():
-                for i in range(0, len(klist), 500):
-                    self.conn.execute(
-                        sa.delete(t).where(t.c.kind == kind, t.c.key.in_(klist[i : i + 500]))
-                    )
-            # de-duplicate within the batch, keeping the last
+            # latest normalised view per (kind, key); history stays in the locker.
+            # De-duplicate within the batch (keeping the last: one statement may not touch a
+            # row twice) and write in key order, so concurrent writers lock rows in one order.
             uniq: dict[tuple[str, str], dict[str, Any]] = {}
             for r in self._evidence:
                 uniq[(r["kind"], r["key"])] = r
-            self.conn.execute(sa.insert(t), list(uniq.values()))
+            rows = [uniq[k] for k in sorted(uniq)]
+            upsert(self.conn, schema.evidence, rows, ("kind", "key"), only_if_changed="digest")
             self.written += len(uniq)
             self._evidence.clear()
         if self._commits:
-            ci = schema.commit_index
-            rows = {(r["repo"], r["sha"]): r for r in self._commits}
-            pairs = list(rows)
-            for i in range(0, len(pairs), 500):
-                chunk = pairs[i : i + 500]
-                for repo in {p[0] for p in chunk}:
-                    self.conn.execute(
-                        sa.delete(ci).where(
-                            ci.c.repo == repo, ci.c.sha.in_([p[1] for p in chunk if p[0] == repo])
-                        )
-                    )
-            self.conn.execute(sa.insert(ci), list(rows.values()))
+            cuniq = {(r["repo"], r["sha"]): r for r in self._commits}
+            crows = [cuniq[k] for k in sorted(cuniq)]
+            upsert(self.conn, schema.commit_index, crows, ("repo", "sha"))
             self._commits.clear()
 
     def set_cursor(self, source: str, scope: str, cursor: str, *, complete: bool = True) -> None:
-        t = schema.collect_state
-        self.conn.execute(sa.delete(t).where(t.c.source == source, t.c.scope == scope))
-        self.conn.execute(
-            sa.insert(t).values(
-                source=source,
-                scope=scope,
-                cursor=cursor,
-                updated_us=int(time.time() * 1_000_000),
-                complete=complete,
-            )
-        )
+        row = {
+            "source": source,
+            "scope": scope,
+            "cursor": cursor,
+            "updated_us": int(time.time() * 1_000_000),
+            "complete": complete,
+        }
+        upsert(self.conn, schema.collect_state, [row], ("source", "scope"))
 
     def set_meta(self, key: str, value: str) -> None:
-        t = schema.meta
-        self.conn.execute(sa.delete(t).where(t.c.key == key))
-        self.conn.execute(sa.insert(t).values(key=key, value=value))
+        upsert(self.conn, schema.meta, [{"key": key, "value": value}], ("key",))
 
 
 def decode_record(kind: str, body: bytes) -> Record:
