@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from changeproof.controls.base import Context, Control, Definition, RecordControl, load_definition
+from changeproof.controls.deployment import (
+    Authorised,
+    ProductionAccess,
+    ShipsPassingChanges,
+    StagingFirst,
+)
+from changeproof.controls.emergency import DeclaredEmergency, RetroReviewed
 from changeproof.controls.review import (
     ChangeControl,
     CurrentApprovals,
@@ -19,7 +26,14 @@ CHANGE_CONTROLS: tuple[ChangeControl, ...] = (
 )
 
 # Controls over deployments, findings, plans, repositories and the population.
-RECORD_CONTROLS: tuple[RecordControl, ...] = ()
+RECORD_CONTROLS: tuple[RecordControl, ...] = (
+    ShipsPassingChanges(),
+    StagingFirst(),
+    Authorised(),
+    ProductionAccess(),
+    DeclaredEmergency(),
+    RetroReviewed(),
+)
 
 ALL_CONTROLS: tuple[Control, ...] = (*CHANGE_CONTROLS, *RECORD_CONTROLS)
 

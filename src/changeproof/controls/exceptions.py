@@ -31,7 +31,7 @@ def apply_exceptions(result: Result, participant_keys: frozenset[str], ctx: Cont
         return result
     found = covering_exception(result, participant_keys, ctx)
     if found is None:
-        return result
+        return _emergency_exception(result, participant_keys, ctx)
     dig, grant = found
     reason = (
         f"excepted by {grant.id}: approved by {grant.approver.login or grant.approver.email}, "
@@ -44,6 +44,28 @@ def apply_exceptions(result: Result, participant_keys: frozenset[str], ctx: Cont
         reasons=(reason, *(f"underlying {result.outcome.value}: {r}" for r in result.reasons)),
         repo=result.repo,
         evidence=tuple(sorted({*result.evidence, dig})),
+        remediation=result.remediation,
+        details=result.details,
+    )
+
+
+def _emergency_exception(result: Result, participant_keys: frozenset[str], ctx: Context) -> Result:
+    """A failure of CM-REV-1/CM-TST-1/CM-DEP-2/CM-REV-5 becomes ``exception`` only when an
+    emergency covering it passes both CM-EMG-1 and CM-EMG-2 (declared properly at the time,
+    and independently reviewed within the window)."""
+    from changeproof.controls.emergency import covering_emergency
+
+    found = covering_emergency(result, participant_keys, ctx)
+    if found is None:
+        return result
+    reasons, digests = found
+    return Result(
+        control=result.control,
+        subject=result.subject,
+        outcome=Outcome.EXCEPTION,
+        reasons=(*reasons, *(f"underlying {result.outcome.value}: {r}" for r in result.reasons)),
+        repo=result.repo,
+        evidence=tuple(sorted({*result.evidence, *digests})),
         remediation=result.remediation,
         details=result.details,
     )
