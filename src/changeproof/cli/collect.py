@@ -82,6 +82,9 @@ def collect_git(
     now = datetime.now(UTC)
     try:
         with progress(f"collect {source.repo}") as advance, store.writer(Locker(ws.signer())) as w:
+            # one collector per repository at a time (PostgreSQL): a second waits, then
+            # continues from the first one's cursor instead of duplicating its work
+            w.claim("repo", source.repo)
             for b in chosen:
                 results.append(
                     source.collect_branch(store, w, b, since=since_dt, now=now, progress=advance)

@@ -195,6 +195,68 @@ def db_upgrade(ctx: click.Context) -> None:
     click.echo(f"{store.url}: schema at revision {head}")
 
 
+@db.command("copy")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="URL",
+    help="Empty target database, e.g. postgresql://USER@HOST/DB.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@click.pass_context
+def db_copy(ctx: click.Context, target: str, fmt: str) -> None:
+    """Copy this workspace's whole store (evidence, cursors, results and the evidence
+    locker with its chain and signed checkpoints, unchanged) into an empty database —
+    typically from the embedded SQLite file to PostgreSQL. The target is migrated first,
+    written in one transaction, then its locker is verified with this workspace's key.
+
+    Afterwards point the workspace at the target with --db / CHANGEPROOF_DB.
+
+    \b
+    Examples:
+      changeproof db copy --to postgresql://changeproof@db.internal/changeproof
+      CHANGEPROOF_DB=postgresql://changeproof@db.internal/changeproof changeproof verify
+    """
+    from changeproof.cli.progress import progress
+    from changeproof.locker import verify_locker
+    from changeproof.store import Store
+    from changeproof.store.copy import copy_store, source_rows
+    from changeproof.workspace import Workspace
+
+    ws = opts(ctx).workspace()
+    dst_url = Workspace.resolve(str(ws.home), target, str(ws.config_path)).db_url
+    if dst_url == ws.db_url:
+        raise UsageError(
+            "the copy's target is the workspace's own database",
+            expected="--to naming a different, empty database",
+            hint="pass the new database's URL, e.g. --to postgresql://USER@HOST/DB",
+        )
+    pem = ws.public_key_pem()
+    src = ws.open_store(write=False)
+    try:
+        dst = Store.open(dst_url)
+        try:
+            with progress("copy", total=source_rows(src)) as advance:
+                report = copy_store(src, dst, progress=advance)
+            verified = verify_locker(dst, pem)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    data = {**report.to_dict(), "locker": verified.to_dict()}
+    if fmt == "json":
+        emit_json(data)
+    else:
+        for name, n in report.rows.items():
+            click.echo(f"{name:<20} {n:>10} row(s)")
+        click.echo(f"copied {report.total} row(s) from {report.source} to {report.target}")
+        _print_report(verified.to_dict(), "text", f"locker in {report.target}")
+    ctx.exit(EXIT_OK if verified.ok else EXIT_FAIL)
+
+
 @click.group("key")
 def key() -> None:
     """The workspace's locker signing key."""
