@@ -3,16 +3,24 @@
 Streams changes from the store (constant memory) and computes each change's facts once for
 all change controls. Results are deterministic: the same evidence, settings and ``now`` give
 byte-identical results.
+
+Record controls are pure too; what they need beyond stored records is gathered here while the
+changes stream past and handed over in ``Context.extra`` (see :mod:`changeproof.controls.config`
+and :mod:`changeproof.controls.population` for the keys). Memory stays bounded by what is
+*exceptional* (failing changes, weak windows, untraced deployments), not by the population,
+apart from ``change_outcomes`` (one small entry per change, for the deployment controls).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import msgspec
 import sqlalchemy as sa
@@ -20,14 +28,26 @@ import sqlalchemy as sa
 from changeproof import __version__
 from changeproof.controls import CHANGE_CONTROLS, RECORD_CONTROLS, ChangeControl, Context
 from changeproof.controls.base import RecordControl
+from changeproof.controls.config import Span, Suspect, weak_windows
 from changeproof.controls.exceptions import apply_exceptions
 from changeproof.controls.facts import compute_facts
-from changeproof.evidence import Change, ExceptionGrant, record_type
+from changeproof.controls.standard import INDEX_KEY, PromotionIndex, is_promotion_source
+from changeproof.evidence import (
+    Change,
+    Deployment,
+    ExceptionGrant,
+    ProtectionSnapshot,
+    TeamMembership,
+    record_type,
+)
 from changeproof.outcomes import Outcome, Result
 from changeproof.settings import Settings
 from changeproof.store import Store, schema, to_us
 
 _enc = msgspec.json.Encoder(order="sorted")
+
+MAX_WINDOW_IDS = 50  # change ids listed per weak window (the count is always exact)
+_BYPASS_SIGNALS = ("CM-REV-1", "CM-TST-1")
 
 
 @dataclass
@@ -68,11 +88,28 @@ def build_context(
     now: datetime,
     *,
     record_controls: tuple[RecordControl, ...] = RECORD_CONTROLS,
+    extra: Mapping[str, Any] | None = None,
 ) -> Context:
+    """Everything but the changes: exceptions, team and protection history, and the record
+    kinds the record controls declare in ``reads`` (small tables, loaded once)."""
     exceptions = tuple(store.iter_records(ExceptionGrant))
     kinds = sorted({k for c in record_controls for k in c.reads})
     tables = {k: tuple(store.iter_records(record_type(k))) for k in kinds}
-    return Context(settings=settings, now=now, exceptions=exceptions, tables=tables)
+    teams: dict[str, list[tuple[str, TeamMembership]]] = {}
+    for dig, tm in store.iter_records(TeamMembership):
+        teams.setdefault(tm.team, []).append((dig, tm))
+    prot: dict[tuple[str, str], list[tuple[str, ProtectionSnapshot]]] = {}
+    for dig, ps in store.iter_records(ProtectionSnapshot):
+        prot.setdefault((ps.repo, ps.branch), []).append((dig, ps))
+    return Context(
+        settings=settings,
+        now=now,
+        exceptions=exceptions,
+        tables=tables,
+        teams={k: tuple(v) for k, v in teams.items()},
+        protections={k: tuple(v) for k, v in prot.items()},
+        extra=dict(extra or {}),
+    )
 
 
 def evaluate_change(
@@ -86,6 +123,104 @@ def evaluate_change(
     return out
 
 
+class _Population:
+    """What record controls need to know about the streamed changes, gathered in one pass."""
+
+    def __init__(self, store: Store, ctx: Context, period: Period, repo: str | None) -> None:
+        self.spans: dict[tuple[str, str], list[Any]] = {}
+        self.suspects: list[Suspect] = []
+        self.worst: dict[str, Outcome] = {}
+        # weak protection windows, per branch, sorted by start
+        self.windows: dict[tuple[str, str], list[tuple[datetime, datetime | None, str]]] = {}
+        for wid, r, b, a, z, _why in weak_windows(ctx):
+            self.windows.setdefault((r, b), []).append((a, z, wid))
+        self.window_hits: dict[str, list[Any]] = {}
+        # production deployments in the period, by (repo, commit), until a change lands them
+        prod = set(ctx.settings.environments.production)
+        self.deployed: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        for dig, dep in store.iter_records(
+            Deployment, repo=repo, start=period.start, end=period.end
+        ):
+            if dep.environment in prod:
+                self.deployed.setdefault((dep.repo, dep.commit_sha), []).append(
+                    (dep.id, dep.environment, dig)
+                )
+        self.traced: set[tuple[str, str]] = set()
+        self.settings = ctx.settings
+        self.promotions = PromotionIndex() if ctx.settings.promotions else None
+
+    def observe(self, change: Change, digest: str, results: list[Result]) -> None:
+        key = (change.repo, change.branch)
+        span = self.spans.get(key)
+        direct = change.change_type == "direct_push"
+        if span is None:
+            # first, last, changes, direct pushes, their commits, unshipped since, any shipped
+            span = self.spans[key] = [change.merged_at, change.merged_at, 0, 0, 0, 0, False]
+        span[1] = change.merged_at
+        span[2] += 1
+        span[3] += direct
+        span[5] += 1
+        if direct:
+            span[4] += len(change.landed_shas)
+        failed = tuple(
+            r.control for r in results if r.control in _BYPASS_SIGNALS and r.outcome is Outcome.FAIL
+        )
+        if failed:
+            self.suspects.append(
+                Suspect(change.id, change.repo, change.branch, change.merged_at, failed, digest)
+            )
+        wins = self.windows.get(key)
+        if wins:
+            i = bisect.bisect_right(wins, change.merged_at, key=lambda w: w[0])
+            if i:
+                _, z, wid = wins[i - 1]
+                if z is None or change.merged_at < z:
+                    hit = self.window_hits.setdefault(wid, [0, []])
+                    hit[0] += 1
+                    if len(hit[1]) < MAX_WINDOW_IDS:
+                        hit[1].append(change.id)
+        if self.deployed:
+            for sha in change.landed_shas:
+                if (change.repo, sha) in self.deployed:
+                    self.traced.add((change.repo, sha))
+                    span[5], span[6] = 0, True  # this change and every earlier one shipped
+        if self.promotions is not None and is_promotion_source(self.settings, change.branch):
+            rev1 = next((r.outcome for r in results if r.control == "CM-REV-1"), None)
+            if rev1 is not None:
+                self.promotions.observe(change, rev1)
+
+    def gathered(self, store: Store, period: Period, repo: str | None) -> dict[str, Any]:
+        untraced: list[tuple[str, str, str, str, str]] = []
+        for (r, sha), deps in sorted(self.deployed.items()):
+            if (r, sha) in self.traced or store.change_for_commit(r, sha) is not None:
+                continue
+            untraced.extend((dep_id, r, env, sha, dig) for dep_id, env, dig in deps)
+        return {
+            "spans": {k: Span(v[0], v[1], v[2], v[3], v[4]) for k, v in self.spans.items()},
+            "suspect_bypasses": tuple(self.suspects),
+            "windows": {k: (v[0], tuple(v[1])) for k, v in self.window_hits.items()},
+            "untraced_deployments": tuple(untraced),
+            "unshipped": {k: v[5] for k, v in self.spans.items() if v[6] and v[5]},
+            "locker_missing": _locker_missing(store, period, repo),
+        }
+
+
+def _locker_missing(store: Store, period: Period, repo: str | None) -> dict[str, tuple[int, int]]:
+    """Per repository: (changes in the period, changes whose raw payload the locker lacks)."""
+    e, o = schema.evidence, schema.locker_objects
+    absent = sa.case((sa.exists().where(o.c.digest == e.c.raw_sha256), 0), else_=1)
+    q = sa.select(e.c.repo, sa.func.count(), sa.func.sum(absent)).where(e.c.kind == Change.kind)
+    if repo is not None:
+        q = q.where(e.c.repo == repo)
+    if period.start is not None:
+        q = q.where(e.c.occurred_us >= to_us(period.start))
+    if period.end is not None:
+        q = q.where(e.c.occurred_us < to_us(period.end))
+    with store.connect() as conn:
+        rows = conn.execute(q.group_by(e.c.repo)).all()
+    return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows if r[0]}
+
+
 def iter_results(
     store: Store,
     settings: Settings,
@@ -95,22 +230,37 @@ def iter_results(
     repo: str | None = None,
     ctx: Context | None = None,
     on_change: Callable[[], None] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Iterator[Result]:
-    ctx = ctx or build_context(store, settings, now)
     p = period or Period(None, None)
-    worst: dict[str, Outcome] = {}
+    base_extra = {**(extra or {}), "period": (p.start, p.end)}
+    if ctx is None:
+        ctx = build_context(store, settings, now, extra=base_extra)
+    else:
+        ctx = dataclasses.replace(ctx, extra={**ctx.extra, **base_extra})
+    pop = _Population(store, ctx, p, repo)
+    if pop.promotions is not None:
+        ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: pop.promotions})
+    keep_worst = bool(RECORD_CONTROLS)
     for digest, change in store.iter_records(Change, repo=repo, start=p.start, end=p.end):
         if not settings.is_controlled(change.repo, change.branch):
+            if pop.promotions is not None and is_promotion_source(settings, change.branch):
+                pop.promotions.observe(change, _rev1(change, digest, ctx))
             continue
         results = evaluate_change(change, digest, ctx)
-        if RECORD_CONTROLS:
-            worst[change.id] = _worst(results)
+        if keep_worst:
+            pop.worst[change.id] = _worst(results)
+        pop.observe(change, digest, results)
         yield from results
         if on_change is not None:
             on_change()
     if not RECORD_CONTROLS:
         return
-    ctx = dataclasses.replace(ctx, change_outcomes=worst)
+    ctx = dataclasses.replace(
+        ctx,
+        change_outcomes=pop.worst,
+        extra={**ctx.extra, **pop.gathered(store, p, repo)},
+    )
     for control in RECORD_CONTROLS:
         for subject, dig in control.subjects(ctx):
             yield apply_exceptions(control.evaluate(subject, ctx, dig), frozenset(), ctx)
@@ -123,6 +273,26 @@ def iter_results(
             if p.end is not None and occurred >= p.end:
                 continue
             yield apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx)
+
+
+def _rev1(change: Change, digest: str, ctx: Context) -> Outcome:
+    """CM-REV-1 for a change on an uncontrolled promotion-source branch (for the index only)."""
+    from changeproof.controls.review import IndependentApproval
+
+    return evaluate_change(change, digest, ctx, (IndependentApproval(),))[0].outcome
+
+
+def promotion_context(store: Store, ctx: Context, change: Change) -> Context:
+    """For explaining one promotion: the index of its source branches up to its merge, built
+    the same way the full run builds it (every earlier change, in merge order)."""
+    if not ctx.settings.promotions:
+        return ctx
+    index = PromotionIndex()
+    ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: index})
+    for dig, c in store.iter_records(Change, repo=change.repo, end=change.merged_at):
+        if c.id != change.id and is_promotion_source(ctx.settings, c.branch):
+            index.observe(c, _rev1(c, dig, ctx))
+    return ctx
 
 
 def _worst(results: list[Result]) -> Outcome:
@@ -153,6 +323,7 @@ def run_check(
     repo: str | None = None,
     keep: Callable[[Result], None] | None = None,
     on_change: Callable[[], None] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> CheckRun:
     """Evaluate every change in scope and store the results as one run."""
     p = period or Period(None, None)
@@ -175,7 +346,10 @@ def run_check(
         )
         batch: list[dict[str, object]] = []
         count = 0
-        for r in iter_results(store, settings, now, period=p, repo=repo, on_change=on_change):
+        insert = sa.insert(schema.results)
+        for r in iter_results(
+            store, settings, now, period=p, repo=repo, on_change=on_change, extra=extra
+        ):
             dig, body = result_digest(r)
             agg.update(dig.encode())
             summary.add(r)
@@ -194,10 +368,10 @@ def run_check(
             if keep is not None:
                 keep(r)
             if len(batch) >= 5000:
-                conn.execute(sa.insert(schema.results), batch)
+                conn.execute(insert, batch)
                 batch.clear()
         if batch:
-            conn.execute(sa.insert(schema.results), batch)
+            conn.execute(insert, batch)
         total = agg.hexdigest()
         conn.execute(
             sa.update(schema.runs)

@@ -467,6 +467,8 @@ class ProtectionSnapshot(Record, frozen=True, kw_only=True):
     layers: tuple[ProtectionRule, ...]
     log_retention_days: int | None = None
     readable: bool = True  # False when the token could not read the configuration
+    # who changed the configuration to this version (ruleset history / audit log), if known
+    changed_by: Actor | None = None
     provenance: Provenance
 
 

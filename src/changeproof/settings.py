@@ -179,6 +179,18 @@ class Documentation(_S, frozen=True):
         Literal["description", "justification", "affected_systems", "risk", "testing", "rollback"],
         ...,
     ] = ("description", "risk", "testing", "rollback")
+    # A change marked high risk must also hold these (CM-DOC-1).
+    high_risk_required_fields: tuple[
+        Literal["description", "justification", "affected_systems", "risk", "testing", "rollback"],
+        ...,
+    ] = (
+        "description",
+        "justification",
+        "affected_systems",
+        "risk",
+        "testing",
+        "rollback",
+    )
     high_risk_approvals: PosInt = 2
     ticket_patterns: tuple[str, ...] = (r"\b[A-Z][A-Z0-9]+-\d+\b",)
 

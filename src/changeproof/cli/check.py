@@ -130,6 +130,7 @@ def check(
                 repo=repo,
                 keep=keep,
                 on_change=lambda: advance(1),
+                extra=_locker_report(ws, store),
             )
     finally:
         store.close()
@@ -168,12 +169,28 @@ def check(
     ctx.exit(EXIT_OK if run.summary.ok else EXIT_FAIL)
 
 
+def _locker_report(ws, store) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """CM-POP-2 needs the locker verified; controls cannot read the store, so verify here."""
+    from changeproof.errors import LockerError
+    from changeproof.locker import verify_locker
+
+    try:
+        pem = ws.public_key_pem()
+    except LockerError:
+        return {}  # no key to verify with: CM-POP-2 says indeterminate
+    return {"locker": verify_locker(store, pem).to_dict()}
+
+
 def _table(shown: list[Result], summary: dict[str, dict[str, int]], label: str) -> None:
-    if not summary:
+    from changeproof.controls import CHANGE_CONTROLS
+
+    change_ids = {c.id for c in CHANGE_CONTROLS}
+    if not any(k in change_ids for k in summary):
         click.echo(
             f"No changes on controlled branches in {label}: nothing to judge (not applicable)."
         )
-        return
+        if not summary:
+            return
     last = None
     for r in sorted(shown, key=lambda r: (r.subject, r.control)):
         if r.subject != last:

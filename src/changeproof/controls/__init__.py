@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from changeproof.controls.base import Context, Control, Definition, RecordControl, load_definition
+from changeproof.controls.config import (
+    BypassExposure,
+    ConfigurationChanges,
+    EffectiveProtection,
+    EvidenceRetention,
+)
 from changeproof.controls.deployment import (
     Authorised,
     ProductionAccess,
     ShipsPassingChanges,
     StagingFirst,
 )
+from changeproof.controls.documentation import ChangeRecord
 from changeproof.controls.emergency import DeclaredEmergency, RetroReviewed
+from changeproof.controls.population import LockerVerifies, PopulationComplete
 from changeproof.controls.review import (
     ChangeControl,
     CurrentApprovals,
@@ -17,12 +25,18 @@ from changeproof.controls.review import (
     NoDirectPush,
     NoSelfApproval,
 )
+from changeproof.controls.sensitive import SensitivePathApproval
+from changeproof.controls.testing import RequiredChecks, SecurityTesting
 
 CHANGE_CONTROLS: tuple[ChangeControl, ...] = (
     IndependentApproval(),
     NoSelfApproval(),
     CurrentApprovals(),
     NoDirectPush(),
+    SensitivePathApproval(),
+    RequiredChecks(),
+    SecurityTesting(),
+    ChangeRecord(),
 )
 
 # Controls over deployments, findings, plans, repositories and the population.
@@ -33,6 +47,12 @@ RECORD_CONTROLS: tuple[RecordControl, ...] = (
     ProductionAccess(),
     DeclaredEmergency(),
     RetroReviewed(),
+    EffectiveProtection(),
+    BypassExposure(),
+    ConfigurationChanges(),
+    EvidenceRetention(),
+    PopulationComplete(),
+    LockerVerifies(),
 )
 
 ALL_CONTROLS: tuple[Control, ...] = (*CHANGE_CONTROLS, *RECORD_CONTROLS)

@@ -20,6 +20,8 @@ def covering_exception(
             continue
         if ctx.now >= grant.expires_at:
             continue
+        if ctx.now < grant.granted_at:
+            continue  # judged as of a time before the exception existed (--as-of)
         if grant.approver.keys() & participant_keys:
             continue
         return dig, grant

@@ -63,6 +63,9 @@ class IndependentApproval(ChangeControl):
                 digest,
             )
         if c.reviews is None:
+            alt = _alternative_paths(f, ctx, path1_passed=False)
+            if alt is not None and alt[0] is Outcome.PASS:
+                return self.res(f, Outcome.PASS, alt[1], digest)
             return self.res(f, Outcome.INDETERMINATE, [_no_review_evidence(c.platform)], digest)
         ok = f.independent
         need = f.required
@@ -73,12 +76,27 @@ class IndependentApproval(ChangeControl):
                 reasons.append(f"not counted: {why}")
         names = ", ".join(sorted(a.name for a in ok))
         if len(ok) >= need:
+            alt = _alternative_paths(f, ctx, path1_passed=True)
             return self.res(
                 f,
                 Outcome.PASS,
-                [f"{len(ok)} of {need} required independent approval(s): {names}", *reasons],
+                [
+                    f"{len(ok)} of {need} required independent approval(s): {names}",
+                    *(alt[1] if alt is not None else ()),
+                    *reasons,
+                ],
                 digest,
             )
+        alt = _alternative_paths(f, ctx, path1_passed=False)
+        if alt is not None:
+            if alt[0] is Outcome.PASS:
+                return self.res(
+                    f,
+                    Outcome.PASS,
+                    [*alt[1], f"{len(ok)} of {need} approval(s) on the change itself", *reasons],
+                    digest,
+                )
+            reasons.extend(alt[1])
         unknown = [
             a
             for a in f.approvals
@@ -240,6 +258,18 @@ class NoDirectPush(ChangeControl):
             else ""
         )
         return self.res(f, Outcome.PASS, [f"landed through {where} by {how}{basis}"], digest)
+
+
+def _alternative_paths(
+    f: ChangeFacts, ctx: Context, *, path1_passed: bool
+) -> tuple[Outcome, list[str]] | None:
+    """CM-REV-1's other passing paths: a bot standard change, or a promotion chain."""
+    from changeproof.controls.standard import promotion_path, standard_change
+
+    promo = promotion_path(f, ctx, path1_passed)
+    if promo is not None or path1_passed:
+        return promo
+    return standard_change(f, ctx)
 
 
 def _who(c: object) -> str:
