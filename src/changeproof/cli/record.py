@@ -7,7 +7,9 @@ import click
 from changeproof.cli import LazyGroup
 
 # name → (module, attribute); each subcommand lives in its own module.
-RECORD_COMMANDS: dict[str, tuple[str, str]] = {}
+RECORD_COMMANDS: dict[str, tuple[str, str]] = {
+    "exception": ("changeproof.cli.record_exception", "record_exception"),
+}
 
 
 @click.group("record", cls=LazyGroup, registry=RECORD_COMMANDS)
