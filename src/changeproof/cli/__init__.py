@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("changeproof.cli.core", "key"),
     "record": ("changeproof.cli.record", "record"),
     "ingest": ("changeproof.cli.ingest", "ingest"),
+    "policy": ("changeproof.cli.policy", "policy"),
 }
 
 
