@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "key": ("changeproof.cli.core", "key"),
     "record": ("changeproof.cli.record", "record"),
     "ingest": ("changeproof.cli.ingest", "ingest"),
+    "gate": ("changeproof.cli.gate", "gate"),
+    "emergencies": ("changeproof.cli.gate", "emergencies"),
     "policy": ("changeproof.cli.policy", "policy"),
 }
 

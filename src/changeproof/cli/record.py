@@ -8,6 +8,10 @@ from changeproof.cli import LazyGroup
 
 # name → (module, attribute); each subcommand lives in its own module.
 RECORD_COMMANDS: dict[str, tuple[str, str]] = {
+    "deployment": ("changeproof.cli.record_deploy", "record_deployment"),
+    "approval": ("changeproof.cli.record_deploy", "record_approval"),
+    "emergency": ("changeproof.cli.record_deploy", "record_emergency"),
+    "review": ("changeproof.cli.record_deploy", "record_review"),
     "exception": ("changeproof.cli.record_exception", "record_exception"),
 }
 
