@@ -31,6 +31,7 @@ from changeproof.controls.base import RecordControl
 from changeproof.controls.config import Span, Suspect, weak_windows
 from changeproof.controls.exceptions import apply_exceptions
 from changeproof.controls.facts import compute_facts
+from changeproof.controls.iac import APPROVALS_KEY as IAC_APPROVALS
 from changeproof.controls.standard import INDEX_KEY, PromotionIndex, is_promotion_source
 from changeproof.evidence import (
     Change,
@@ -242,6 +243,7 @@ def iter_results(
     if pop.promotions is not None:
         ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: pop.promotions})
     keep_worst = bool(RECORD_CONTROLS)
+    iac_approvals: dict[str, Mapping[str, str]] = {}
     for digest, change in store.iter_records(Change, repo=repo, start=p.start, end=p.end):
         if not settings.is_controlled(change.repo, change.branch):
             if pop.promotions is not None and is_promotion_source(settings, change.branch):
@@ -250,6 +252,9 @@ def iter_results(
         results = evaluate_change(change, digest, ctx)
         if keep_worst:
             pop.worst[change.id] = _worst(results)
+            for r in results:  # CM-IAC-1 publishes approval times for CM-IAC-2
+                if r.control == "CM-IAC-1" and r.details:
+                    iac_approvals[change.id] = r.details
         pop.observe(change, digest, results)
         yield from results
         if on_change is not None:
@@ -259,7 +264,7 @@ def iter_results(
     ctx = dataclasses.replace(
         ctx,
         change_outcomes=pop.worst,
-        extra={**ctx.extra, **pop.gathered(store, p, repo)},
+        extra={**ctx.extra, **pop.gathered(store, p, repo), IAC_APPROVALS: iac_approvals},
     )
     for control in RECORD_CONTROLS:
         for subject, dig in control.subjects(ctx):

@@ -535,6 +535,173 @@ class PolicyApproval(Record, frozen=True, kw_only=True):
             raise ValueError("a policy approval needs a policy version")
 
 
+# --- infrastructure: Terraform/Pulumi plans, applies, drift, database migrations (issue 9) ---
+
+PlanAction = Literal[
+    "create", "update", "delete", "replace", "read", "no-op", "forget", "move", "import"
+]
+
+
+class ResourceChangeInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One resource change of a plan, summarised (values stay in the locker, masked)."""
+
+    address: str
+    type: str
+    mode: Literal["managed", "data"] = "managed"
+    action: PlanAction
+    actions: tuple[str, ...]
+    previous_address: str | None = None
+    action_reason: str | None = None
+    replace_paths: tuple[str, ...] = ()
+    importing: str | None = None
+    iam: bool = False
+    destructive: bool = False
+    digest: str  # sha256 of the change's masked content: tells which resources differ
+
+    def __post_init__(self) -> None:
+        _require_sha256("resource change digest", self.digest)
+
+
+class DriftItem(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    address: str
+    type: str = ""
+    actions: tuple[str, ...] = ()
+    # "drift": changed outside the tool; "pending": configuration not applied yet
+    cause: Literal["drift", "pending"] = "drift"
+
+
+class PlanRecord(Record, frozen=True, kw_only=True):
+    """A Terraform plan (``terraform show -json``) attached to the change it was made for."""
+
+    kind: ClassVar[str] = "plan"
+
+    id: str  # "<repo>|<workspace>|<digest>"
+    repo: str
+    workspace: str
+    subject: str | None = None  # the change id the plan is attached to
+    commit_sha: str | None = None
+    tool: Literal["terraform", "pulumi"] = "terraform"
+    digest: str  # canonical SHA-256 of the whole plan document
+    changes_digest: str  # canonical SHA-256 of the resource changes alone
+    file_sha256: str  # SHA-256 of the file as given
+    format_version: str
+    terraform_version: str | None = None
+    planned_at: datetime | None = None
+    applyable: bool | None = None
+    complete: bool | None = None
+    errored: bool | None = None
+    counts: dict[str, int] = {}
+    resources: tuple[ResourceChangeInfo, ...] = ()
+    drift: tuple[DriftItem, ...] = ()
+    moved: tuple[str, ...] = ()
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("planned_at", self.planned_at)
+        for name in ("digest", "changes_digest", "file_sha256"):
+            _require_sha256(name, getattr(self, name))
+        if not self.repo or not self.workspace:
+            raise ValueError("a plan needs a repository and a workspace")
+
+    @property
+    def privileged(self) -> tuple[str, ...]:
+        """Addresses of IAM or destructive resource changes (they need more approvals)."""
+        return tuple(r.address for r in self.resources if r.iam or r.destructive)
+
+
+class ApplyRecord(Record, frozen=True, kw_only=True):
+    """An apply in an environment, bound to the plan file it applied (None: no saved plan)."""
+
+    kind: ClassVar[str] = "apply"
+
+    id: str
+    repo: str
+    workspace: str
+    environment: str
+    commit_sha: str | None = None
+    plan_digest: str | None = None
+    changes_digest: str | None = None
+    plan_file_sha256: str | None = None
+    counts: dict[str, int] = {}
+    resources: tuple[ResourceChangeInfo, ...] = ()
+    applied_at: datetime
+    status: Literal["success", "failure", "started"] = "success"
+    actor: Actor | None = None
+    url: str | None = None
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("applied_at", self.applied_at)
+        if (self.plan_digest is None) != (self.changes_digest is None):
+            raise ValueError("an apply names both digests of its plan, or neither")
+
+
+class DriftReport(Record, frozen=True, kw_only=True):
+    """One drift check of one workspace or stack: clean, drift, or the check errored."""
+
+    kind: ClassVar[str] = "drift"
+
+    id: str
+    repo: str
+    workspace: str
+    tool: Literal["terraform", "pulumi"] = "terraform"
+    mode: Literal["refresh-only", "plan", "exit-code", "preview"]
+    checked_at: datetime
+    status: Literal["clean", "drift", "error"]
+    exit_code: int | None = None
+    drifted: tuple[DriftItem, ...] = ()
+    moved: tuple[str, ...] = ()  # move-only entries (``moved`` blocks): not drift
+    plan_digest: str | None = None
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("checked_at", self.checked_at)
+        if self.status == "clean" and self.drifted:
+            raise ValueError("a clean drift report cannot list drifted resources")
+
+
+MigrationTool = Literal[
+    "alembic", "django", "flyway", "liquibase", "rails", "prisma", "golang-migrate", "unknown"
+]
+
+
+class MigrationFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    path: str
+    tool: MigrationTool
+    reversible: bool | None  # None: could not tell
+    why: str
+
+
+class DeploymentRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    environment: str
+    commit_sha: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class MigrationInfo(Record, frozen=True, kw_only=True):
+    """The database migrations one change adds, read from git at the change's commit."""
+
+    kind: ClassVar[str] = "migration"
+
+    id: str  # the change id
+    repo: str
+    subject: str  # the change id
+    branch: str
+    commit_sha: str
+    commits: tuple[str, ...] = ()  # every commit of the change (deployments match these)
+    merged_at: datetime
+    files: tuple[MigrationFile, ...]
+    rollback_plan: str | None = None  # from the change record (PR/MR body or message)
+    deployments: tuple[DeploymentRef, ...] = ()  # deployments that contain the change
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("merged_at", self.merged_at)
+
+
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON (sorted keys) used for digests that must be re-derivable."""
     return msgspec.json.encode(value, order="sorted")
@@ -561,6 +728,10 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Coverage,
     PolicyApproval,
     GateDecision,
+    PlanRecord,
+    ApplyRecord,
+    DriftReport,
+    MigrationInfo,
 )
 """Explicit registry of storable evidence kinds; later modules append theirs here."""
 

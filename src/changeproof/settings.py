@@ -196,17 +196,29 @@ class Documentation(_S, frozen=True):
 
 
 class Infrastructure(_S, frozen=True):
+    """Path classes and rules for infrastructure changes (CM-IAC-1..4)."""
+
     iac_paths: tuple[str, ...] = (
         "**/*.tf",
+        "**/*.tf.json",
         "**/*.tfvars",
+        "**/*.tfvars.json",
+        "**/*.tofu",
+        "**/.terraform.lock.hcl",
+        "**/terragrunt.hcl",
         "**/Pulumi.*.yaml",
         "**/Pulumi.yaml",
         "**/cloudformation/**",
         "**/*.template.json",
+        "**/*.template.yaml",
+        "**/template.yaml",
+        "**/cdk.json",
         "**/k8s/**",
         "**/kubernetes/**",
         "**/charts/**",
+        "**/Chart.yaml",
         "**/kustomization.yaml",
+        "**/kustomization.yml",
         "**/helmfile.yaml",
     )
     iam_paths: tuple[str, ...] = ("**/iam/**", "**/*policy*.json", "**/*-policy.tf")
@@ -216,13 +228,33 @@ class Infrastructure(_S, frozen=True):
         "**/db/migrate/*.rb",
         "**/db/migration/V*.sql",
         "**/db/migration/U*.sql",
+        "**/db/migration/R__*.sql",
         "**/changelog/*.xml",
+        "**/changelog/*.yaml",
+        "**/changelog/*.sql",
+        "**/db.changelog*",
         "**/prisma/migrations/**",
+        "**/migrations/*.sql",
         "**/*.up.sql",
         "**/*.down.sql",
     )
     drift_max_age_days: PosInt = 7
-
+    # Plan resource types that change access (privileged changes; shell-style globs).
+    iam_resource_types: tuple[str, ...] = (
+        "aws_iam_*",
+        "aws_*_policy",
+        "aws_ssoadmin_*",
+        "google_*_iam_*",
+        "azurerm_role_*",
+        "azuread_*role*",
+        "kubernetes_*role*",
+    )
+    # The sensitive-path rule for infrastructure: a team whose members must approve changes
+    # to these paths (None = any independent reviewer), and how many of them.
+    team: str | None = None
+    team_approvals: PosInt = 1
+    # IAM paths, and plans with IAM or destructive changes, need this many approvals.
+    privileged_approvals: PosInt = 2
 
 class Retention(_S, frozen=True):
     days: Annotated[int, msgspec.Meta(ge=30)] = 365

@@ -7,7 +7,11 @@ import click
 from changeproof.cli import LazyGroup
 
 # kind → (module, attribute); each kind lives in its own module.
-INGEST_COMMANDS: dict[str, tuple[str, str]] = {}
+INGEST_COMMANDS: dict[str, tuple[str, str]] = {
+    "terraform-plan": ("changeproof.cli.ingest_iac", "terraform_plan"),
+    "drift": ("changeproof.cli.ingest_iac", "drift"),
+    "pulumi-preview": ("changeproof.cli.ingest_iac", "pulumi_preview"),
+}
 
 
 @click.group("ingest", cls=LazyGroup, registry=INGEST_COMMANDS)

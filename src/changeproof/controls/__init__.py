@@ -17,6 +17,12 @@ from changeproof.controls.deployment import (
 )
 from changeproof.controls.documentation import ChangeRecord
 from changeproof.controls.emergency import DeclaredEmergency, RetroReviewed
+from changeproof.controls.iac import (
+    InfrastructureReviewed,
+    MigrationsSafe,
+    NoUnresolvedDrift,
+    PlanBeforeApply,
+)
 from changeproof.controls.population import LockerVerifies, PopulationComplete
 from changeproof.controls.review import (
     ChangeControl,
@@ -37,6 +43,7 @@ CHANGE_CONTROLS: tuple[ChangeControl, ...] = (
     RequiredChecks(),
     SecurityTesting(),
     ChangeRecord(),
+    InfrastructureReviewed(),
 )
 
 # Controls over deployments, findings, plans, repositories and the population.
@@ -53,6 +60,9 @@ RECORD_CONTROLS: tuple[RecordControl, ...] = (
     EvidenceRetention(),
     PopulationComplete(),
     LockerVerifies(),
+    PlanBeforeApply(),
+    NoUnresolvedDrift(),
+    MigrationsSafe(),
 )
 
 ALL_CONTROLS: tuple[Control, ...] = (*CHANGE_CONTROLS, *RECORD_CONTROLS)
