@@ -21,6 +21,7 @@ from changeproof import __version__
 from changeproof.errors import EXIT_ERROR, ChangeproofError
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "findings": ("changeproof.cli.findings", "findings"),
     "init": ("changeproof.cli.core", "init_cmd"),
     "collect": ("changeproof.cli.collect", "collect"),
     "check": ("changeproof.cli.check", "check"),
@@ -32,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("changeproof.cli.ingest", "ingest"),
     "gate": ("changeproof.cli.gate", "gate"),
     "emergencies": ("changeproof.cli.gate", "emergencies"),
+    "audit": ("changeproof.cli.audit", "audit"),
     "policy": ("changeproof.cli.policy", "policy"),
 }
 

@@ -72,10 +72,11 @@ def init_cmd(ctx: click.Context, force: bool, print_only: bool) -> None:
 )
 @click.pass_context
 def verify_cmd(ctx: click.Context, path: Path | None, public_key: Path | None, fmt: str) -> None:
-    """Check the evidence locker (no PATH) or an audit package (PATH) for tampering.
+    """Check the evidence locker (no PATH) or an audit package (PATH: folder or .zip).
 
-    Re-derives the SHA-256 of every stored record and every chain link and checks every
-    signed checkpoint; names the first bad one.
+    Locker: re-derives the SHA-256 of every stored record and every chain link and checks
+    every signed checkpoint; names the first bad one. Package: checks the signed manifest
+    offline and names every changed, missing or added file and any bad signature.
 
     \b
     Exit codes: 0 intact, 1 tampered, 2 cannot verify (missing store or key).
@@ -84,12 +85,28 @@ def verify_cmd(ctx: click.Context, path: Path | None, public_key: Path | None, f
       changeproof verify
       changeproof verify --format json
       changeproof verify --public-key locker.pub.pem
+      changeproof verify audit-h1/
+      changeproof verify audit-h1.zip --public-key org-key.pem
     """
     if path is not None:
-        raise UsageError(
-            f"cannot verify {path}: audit packages are not supported by this version",
-            hint="run `changeproof verify` without a path to verify the workspace's locker",
-        )
+        from changeproof.audit.verify import verify_package
+
+        trusted = public_key.read_bytes() if public_key else None
+        rep = verify_package(path, trusted_key=trusted)
+        data = rep.to_dict()
+        if fmt == "json":
+            emit_json(data)
+        elif rep.ok:
+            click.echo(
+                f"intact: audit package {path} — {rep.files} files match the signed manifest; "
+                f"signed by key {rep.fingerprint}"
+                + ("" if public_key else " (pin the organisation's key with --public-key)")
+            )
+        else:
+            click.echo(f"TAMPERED: audit package {path} — {len(rep.problems)} problem(s)")
+            for p in rep.problems:
+                click.echo(f"  {p}")
+        ctx.exit(EXIT_OK if rep.ok else EXIT_FAIL)
     from changeproof.locker import verify_locker
 
     ws = opts(ctx).workspace()
