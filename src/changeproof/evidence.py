@@ -702,6 +702,303 @@ class MigrationInfo(Record, frozen=True, kw_only=True):
         _require_aware("merged_at", self.merged_at)
 
 
+# --- vulnerability findings (changeproof.vuln) ----------------------------------------------
+
+FindingCategory = Literal["dependency", "code", "config", "secret"]
+SeverityTier = Literal["critical", "high", "medium", "low", "none"]
+FixState = Literal["fixed", "not_fixed", "wont_fix", "unknown"]
+FindingStatus = Literal["open", "fixed", "dismissed", "suppressed", "ignored"]
+
+
+class SeverityInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One severity statement a scanner made: a vector, a number and/or a label, and whose."""
+
+    source: str  # nvd, ghsa, redhat, scanner, security-severity, …
+    vector: str | None = None
+    score: float | None = None
+    label: str | None = None
+
+
+class Scan(Record, frozen=True, kw_only=True):
+    """One scanner output file ingested for a repository: what it covered and when it ran.
+
+    ``coverage`` lists (category, target, ecosystem-or-"*") triples: a finding missing from a
+    complete (non-partial) scan that covers it is verified absent; from anything else, not.
+    """
+
+    kind: ClassVar[str] = "scan"
+
+    id: str
+    repo: str
+    scanner: str
+    tool: str
+    tool_version: str | None = None
+    format: str  # e.g. "trivy-json/2", "npm-audit/2", "sarif/2.1.0"
+    scanned_at: datetime
+    scanned_at_source: Literal["option", "scanner", "ingest"] = "ingest"
+    partial: bool = False
+    targets: tuple[str, ...] = ()
+    coverage: tuple[tuple[str, str, str], ...] = ()
+    findings: int = 0
+    skipped: tuple[str, ...] = ()  # packages the scanner could not audit
+    file: str = ""
+    notes: tuple[str, ...] = ()
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("scanned_at", self.scanned_at)
+        if not self.repo:
+            raise ValueError("scan.repo must not be empty")
+
+
+class FindingObservation(Record, frozen=True, kw_only=True):
+    """One finding as one scan reported it. Lifecycles are derived from these, never stored.
+
+    Identity (changeproof.vuln.identity) uses repo, target, ecosystem, package and the advisory
+    id with its aliases — never the installed version or the severity.
+    """
+
+    kind: ClassVar[str] = "finding"
+
+    id: str  # "<scan id>/<n>"
+    repo: str
+    scan_id: str
+    scanner: str
+    scanned_at: datetime
+    category: FindingCategory = "dependency"
+    advisory_id: str
+    aliases: tuple[str, ...] = ()
+    package: str = ""
+    ecosystem: str = ""
+    version: str | None = None
+    target: str = ""
+    manifest: str | None = None
+    title: str = ""
+    url: str | None = None
+    severities: tuple[SeverityInput, ...] = ()
+    # the severity chosen by the documented order (changeproof.vuln.severity)
+    score: float | None = None
+    score_version: str | None = None
+    severity_source: str = "unscored"
+    tier: SeverityTier = "medium"
+    needs_triage: bool = False
+    fixed_versions: tuple[str, ...] = ()
+    fix_state: FixState = "unknown"
+    status: FindingStatus = "open"
+    status_reason: str | None = None
+    status_at: datetime | None = None
+    alert_created_at: datetime | None = None  # Dependabot: when GitHub first raised the alert
+    known_exploited: bool = False
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("scanned_at", self.scanned_at)
+        _require_aware("status_at", self.status_at)
+        _require_aware("alert_created_at", self.alert_created_at)
+        if not self.advisory_id:
+            raise ValueError("a finding needs an advisory or rule id")
+
+
+class RiskAcceptance(Record, frozen=True, kw_only=True):
+    """An approved, expiring acceptance of the risk of one finding (advisory [+ package/target]).
+
+    While valid it pauses the patch clock; on expiry the remaining time resumes. One recorded
+    after the deadline does not erase the breach.
+    """
+
+    kind: ClassVar[str] = "risk_acceptance"
+
+    id: str
+    repo: str
+    advisory: str  # any id or alias of the finding
+    package: str | None = None
+    target: str | None = None
+    requester: Actor
+    approver: Actor
+    reason: str
+    compensating_control: str = ""
+    accepted_at: datetime
+    expires_at: datetime
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("accepted_at", self.accepted_at)
+        _require_aware("expires_at", self.expires_at)
+        if self.expires_at <= self.accepted_at:
+            raise ValueError("a risk acceptance must expire after it was accepted")
+        if not self.reason.strip():
+            raise ValueError("a risk acceptance needs a reason")
+        if self.approver.keys() & self.requester.keys():
+            raise ValueError("the approver of a risk acceptance must not be its requester")
+
+
+# --- infrastructure: Terraform/Pulumi plans, applies, drift, database migrations (issue 9) ---
+
+PlanAction = Literal[
+    "create", "update", "delete", "replace", "read", "no-op", "forget", "move", "import"
+]
+
+
+class ResourceChangeInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One resource change of a plan, summarised (values stay in the locker, masked)."""
+
+    address: str
+    type: str
+    mode: Literal["managed", "data"] = "managed"
+    action: PlanAction
+    actions: tuple[str, ...]
+    previous_address: str | None = None
+    action_reason: str | None = None
+    replace_paths: tuple[str, ...] = ()
+    importing: str | None = None
+    iam: bool = False
+    destructive: bool = False
+    digest: str  # sha256 of the change's masked content: tells which resources differ
+
+    def __post_init__(self) -> None:
+        _require_sha256("resource change digest", self.digest)
+
+
+class DriftItem(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    address: str
+    type: str = ""
+    actions: tuple[str, ...] = ()
+    # "drift": changed outside the tool; "pending": configuration not applied yet
+    cause: Literal["drift", "pending"] = "drift"
+
+
+class PlanRecord(Record, frozen=True, kw_only=True):
+    """A Terraform plan (``terraform show -json``) attached to the change it was made for."""
+
+    kind: ClassVar[str] = "plan"
+
+    id: str  # "<repo>|<workspace>|<digest>"
+    repo: str
+    workspace: str
+    subject: str | None = None  # the change id the plan is attached to
+    commit_sha: str | None = None
+    tool: Literal["terraform", "pulumi"] = "terraform"
+    digest: str  # canonical SHA-256 of the whole plan document
+    changes_digest: str  # canonical SHA-256 of the resource changes alone
+    file_sha256: str  # SHA-256 of the file as given
+    format_version: str
+    terraform_version: str | None = None
+    planned_at: datetime | None = None
+    applyable: bool | None = None
+    complete: bool | None = None
+    errored: bool | None = None
+    counts: dict[str, int] = {}
+    resources: tuple[ResourceChangeInfo, ...] = ()
+    drift: tuple[DriftItem, ...] = ()
+    moved: tuple[str, ...] = ()
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("planned_at", self.planned_at)
+        for name in ("digest", "changes_digest", "file_sha256"):
+            _require_sha256(name, getattr(self, name))
+        if not self.repo or not self.workspace:
+            raise ValueError("a plan needs a repository and a workspace")
+
+    @property
+    def privileged(self) -> tuple[str, ...]:
+        """Addresses of IAM or destructive resource changes (they need more approvals)."""
+        return tuple(r.address for r in self.resources if r.iam or r.destructive)
+
+
+class ApplyRecord(Record, frozen=True, kw_only=True):
+    """An apply in an environment, bound to the plan file it applied (None: no saved plan)."""
+
+    kind: ClassVar[str] = "apply"
+
+    id: str
+    repo: str
+    workspace: str
+    environment: str
+    commit_sha: str | None = None
+    plan_digest: str | None = None
+    changes_digest: str | None = None
+    plan_file_sha256: str | None = None
+    counts: dict[str, int] = {}
+    resources: tuple[ResourceChangeInfo, ...] = ()
+    applied_at: datetime
+    status: Literal["success", "failure", "started"] = "success"
+    actor: Actor | None = None
+    url: str | None = None
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("applied_at", self.applied_at)
+        if (self.plan_digest is None) != (self.changes_digest is None):
+            raise ValueError("an apply names both digests of its plan, or neither")
+
+
+class DriftReport(Record, frozen=True, kw_only=True):
+    """One drift check of one workspace or stack: clean, drift, or the check errored."""
+
+    kind: ClassVar[str] = "drift"
+
+    id: str
+    repo: str
+    workspace: str
+    tool: Literal["terraform", "pulumi"] = "terraform"
+    mode: Literal["refresh-only", "plan", "exit-code", "preview"]
+    checked_at: datetime
+    status: Literal["clean", "drift", "error"]
+    exit_code: int | None = None
+    drifted: tuple[DriftItem, ...] = ()
+    moved: tuple[str, ...] = ()  # move-only entries (``moved`` blocks): not drift
+    plan_digest: str | None = None
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("checked_at", self.checked_at)
+        if self.status == "clean" and self.drifted:
+            raise ValueError("a clean drift report cannot list drifted resources")
+
+
+MigrationTool = Literal[
+    "alembic", "django", "flyway", "liquibase", "rails", "prisma", "golang-migrate", "unknown"
+]
+
+
+class MigrationFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    path: str
+    tool: MigrationTool
+    reversible: bool | None  # None: could not tell
+    why: str
+
+
+class DeploymentRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    environment: str
+    commit_sha: str
+    status: str
+    started_at: datetime
+    finished_at: datetime | None = None
+
+
+class MigrationInfo(Record, frozen=True, kw_only=True):
+    """The database migrations one change adds, read from git at the change's commit."""
+
+    kind: ClassVar[str] = "migration"
+
+    id: str  # the change id
+    repo: str
+    subject: str  # the change id
+    branch: str
+    commit_sha: str
+    commits: tuple[str, ...] = ()  # every commit of the change (deployments match these)
+    merged_at: datetime
+    files: tuple[MigrationFile, ...]
+    rollback_plan: str | None = None  # from the change record (PR/MR body or message)
+    deployments: tuple[DeploymentRef, ...] = ()  # deployments that contain the change
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("merged_at", self.merged_at)
+
+
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON (sorted keys) used for digests that must be re-derivable."""
     return msgspec.json.encode(value, order="sorted")
@@ -732,6 +1029,9 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     ApplyRecord,
     DriftReport,
     MigrationInfo,
+    Scan,
+    FindingObservation,
+    RiskAcceptance,
 )
 """Explicit registry of storable evidence kinds; later modules append theirs here."""
 

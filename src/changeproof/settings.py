@@ -165,6 +165,11 @@ class Patching(_S, frozen=True):
     low_hours: Hours = 90 * 24
     scan_max_age_days: PosInt = 7
     critical_via_emergency: bool = True
+    # tier for findings with no score and no label (pip-audit, OSV without severity); flagged
+    # needs-triage on the patch board
+    unscored_tier: Literal["critical", "high", "medium", "low"] = "medium"
+    # longest a risk acceptance may run before it must be renewed (days)
+    max_acceptance_days: PosInt = 180
 
     def __post_init__(self) -> None:
         if not self.critical_hours <= self.high_hours <= self.medium_hours <= self.low_hours:

@@ -8,6 +8,7 @@ from changeproof.cli import LazyGroup
 
 # name → (module, attribute); each subcommand lives in its own module.
 RECORD_COMMANDS: dict[str, tuple[str, str]] = {
+    "risk-acceptance": ("changeproof.cli.findings", "record_risk_acceptance"),
     "apply": ("changeproof.cli.record_apply", "record_apply"),
     "deployment": ("changeproof.cli.record_deploy", "record_deployment"),
     "approval": ("changeproof.cli.record_deploy", "record_approval"),

@@ -33,6 +33,7 @@ from changeproof.controls.review import (
 )
 from changeproof.controls.sensitive import SensitivePathApproval
 from changeproof.controls.testing import RequiredChecks, SecurityTesting
+from changeproof.controls.vuln import CriticalViaEmergency, FreshScans, PatchDeadline
 
 CHANGE_CONTROLS: tuple[ChangeControl, ...] = (
     IndependentApproval(),
@@ -63,6 +64,9 @@ RECORD_CONTROLS: tuple[RecordControl, ...] = (
     PlanBeforeApply(),
     NoUnresolvedDrift(),
     MigrationsSafe(),
+    PatchDeadline(),
+    CriticalViaEmergency(),
+    FreshScans(),
 )
 
 ALL_CONTROLS: tuple[Control, ...] = (*CHANGE_CONTROLS, *RECORD_CONTROLS)

@@ -1,0 +1,168 @@
+"""Ingest scanner files: parse each one whole, then write its scan, findings and raw bytes.
+
+All or nothing: every file of one command is written inside one ``store.writer`` transaction
+and each file is parsed completely before any of its records are written, so a bad file (wrong
+scanner, truncated, unknown schema) raises before it writes anything and rolls back the files
+before it too. Memory stays flat: one file's findings at a time, written in batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from changeproof.errors import InputFormatError
+from changeproof.evidence import Provenance, Scan
+from changeproof.settings import Settings
+from changeproof.store import Writer
+from changeproof.vuln.parsers import ParseContext, ParsedScan, parser_for
+
+
+@dataclass
+class FileResult:
+    file: str
+    scan_id: str
+    scanner: str
+    tool: str
+    format: str
+    scanned_at: datetime
+    scanned_at_source: str
+    findings: int
+    partial: bool
+    by_tier: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def make_scan_id(repo: str, scanner: str, raw_sha256: str, scanned_at: datetime | None) -> str:
+    key = f"{repo}\x1f{scanner}\x1f{raw_sha256}\x1f{scanned_at.isoformat() if scanned_at else ''}"
+    return "S-" + hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise InputFormatError(
+            f"{path}: no such file", hint="check the path; nothing was ingested"
+        ) from None
+    except IsADirectoryError:
+        raise InputFormatError(f"{path}: is a directory, not a scanner output file") from None
+    except OSError as exc:
+        raise InputFormatError(f"{path}: cannot be read ({exc.strerror})") from None
+
+
+def parse_bytes(
+    scanner: str,
+    data: bytes,
+    *,
+    file: str,
+    repo: str,
+    now: datetime,
+    settings: Settings,
+    scanned_at: datetime | None = None,
+    target: str | None = None,
+) -> tuple[ParseContext, ParsedScan]:
+    raw = hashlib.sha256(data).hexdigest()
+    ctx = ParseContext(
+        file=file,
+        repo=repo,
+        scan_id=make_scan_id(repo, scanner, raw, scanned_at),
+        raw_sha256=raw,
+        now=now,
+        scanned_at=scanned_at,
+        target=target,
+        unscored=settings.patching.unscored_tier,
+    )
+    return ctx, parser_for(scanner)(data, ctx)
+
+
+def write_parsed(
+    w: Writer,
+    scanner: str,
+    data: bytes,
+    ctx: ParseContext,
+    parsed: ParsedScan,
+    *,
+    partial: bool,
+    now: datetime,
+) -> FileResult:
+    raw = w.put_raw(data, kind=f"scan:{scanner}", source=scanner, media_type="application/json")
+    assert raw == ctx.raw_sha256
+    is_partial = partial or parsed.partial
+    scan = Scan(
+        id=ctx.scan_id,
+        repo=ctx.repo,
+        scanner=scanner,
+        tool=parsed.tool,
+        tool_version=parsed.tool_version,
+        format=parsed.format,
+        scanned_at=parsed.scanned_at,
+        scanned_at_source=parsed.scanned_at_source,  # type: ignore[arg-type]
+        partial=is_partial,
+        targets=parsed.targets,
+        coverage=() if is_partial else parsed.coverage,
+        findings=len(parsed.findings),
+        skipped=parsed.skipped,
+        file=Path(ctx.file).name,
+        notes=tuple(parsed.notes),
+        provenance=Provenance(
+            source=f"scanner:{scanner}",
+            occurred_at=parsed.scanned_at,
+            collected_at=now,
+            raw_sha256=raw,
+        ),
+    )
+    w.put(scan)
+    tiers: dict[str, int] = {}
+    for f in parsed.findings:
+        w.put(f)
+        tiers[f.tier] = tiers.get(f.tier, 0) + 1
+    return FileResult(
+        file=ctx.file,
+        scan_id=ctx.scan_id,
+        scanner=scanner,
+        tool=parsed.tool,
+        format=parsed.format,
+        scanned_at=parsed.scanned_at,
+        scanned_at_source=parsed.scanned_at_source,
+        findings=len(parsed.findings),
+        partial=is_partial,
+        by_tier=tiers,
+        notes=list(parsed.notes),
+    )
+
+
+def ingest_files(
+    w: Writer,
+    scanner: str,
+    files: Sequence[Path],
+    *,
+    repo: str,
+    now: datetime,
+    settings: Settings,
+    scanned_at: datetime | None = None,
+    partial: bool = False,
+    target: str | None = None,
+    on_file: Callable[[FileResult], None] | None = None,
+) -> list[FileResult]:
+    out = []
+    for path in files:
+        data = read_file(path)
+        ctx, parsed = parse_bytes(
+            scanner,
+            data,
+            file=str(path),
+            repo=repo,
+            now=now,
+            settings=settings,
+            scanned_at=scanned_at,
+            target=target,
+        )
+        res = write_parsed(w, scanner, data, ctx, parsed, partial=partial, now=now)
+        out.append(res)
+        if on_file is not None:
+            on_file(res)
+    return out

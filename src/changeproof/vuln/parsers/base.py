@@ -1,0 +1,242 @@
+"""What every scanner parser shares: typed decoding, errors that name the file and the JSON
+path, the parse context, and the result shape.
+
+Parsers decode with msgspec into typed structs that name only the fields they use (fast, and a
+file of the wrong kind fails on a missing required field with its path). They build
+:class:`~changeproof.evidence.FindingObservation` records directly: no intermediate dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import msgspec
+
+from changeproof.errors import InputFormatError
+from changeproof.evidence import FindingObservation, Provenance, SeverityInput, SeverityTier
+from changeproof.vuln.identity import norm_ecosystem, norm_package
+from changeproof.vuln.severity import choose
+
+T = TypeVar("T")
+
+_PATH_RE = re.compile(r" - at `(?P<path>[^`]*)`$")
+_BYTE_RE = re.compile(r"\(byte (?P<pos>\d+)\)")
+
+
+@dataclass
+class ParseContext:
+    """Everything a parser needs besides the bytes: who, when, and where the bytes came from."""
+
+    file: str
+    repo: str
+    scan_id: str
+    raw_sha256: str
+    now: datetime
+    scanned_at: datetime | None = None  # --scanned-at, which beats the scanner's own time
+    target: str | None = None  # --target, for formats that do not name what they scanned
+    unscored: SeverityTier = "medium"
+    _when: datetime | None = None
+    _prov: Provenance | None = None
+    _n: int = 0
+
+    def settle_time(self, scanner_time: datetime | None) -> tuple[datetime, str]:
+        if self.scanned_at is not None:
+            when, src = self.scanned_at, "option"
+        elif scanner_time is not None:
+            when, src = scanner_time, "scanner"
+        else:
+            when, src = self.now, "ingest"
+        self._when = when
+        self._prov = Provenance(
+            source=f"scan:{self.scan_id}",
+            occurred_at=when,
+            collected_at=self.now,
+            raw_sha256=self.raw_sha256,
+        )
+        return when, src
+
+    @property
+    def when(self) -> datetime:
+        assert self._when is not None, "settle_time() first"
+        return self._when
+
+    def finding(
+        self,
+        scanner: str,
+        *,
+        advisory_id: str,
+        severities: tuple[SeverityInput, ...] | list[SeverityInput] = (),
+        aliases: tuple[str, ...] | list[str] = (),
+        package: str = "",
+        ecosystem: str = "",
+        **kw: Any,
+    ) -> FindingObservation:
+        assert self._prov is not None and self._when is not None, "settle_time() first"
+        ids = (advisory_id, *aliases)
+        chosen = choose(severities, advisory_ids=ids, unscored=self.unscored)
+        self._n += 1
+        eco = norm_ecosystem(ecosystem)
+        return FindingObservation(
+            id=f"{self.scan_id}/{self._n}",
+            repo=self.repo,
+            scan_id=self.scan_id,
+            scanner=scanner,
+            scanned_at=self._when,
+            advisory_id=advisory_id,
+            aliases=tuple(sorted({a for a in aliases if a and a != advisory_id})),
+            package=norm_package(package, eco),
+            ecosystem=eco,
+            severities=tuple(severities),
+            score=chosen.score,
+            score_version=chosen.version,
+            severity_source=chosen.source,
+            tier=chosen.tier,
+            needs_triage=chosen.needs_triage,
+            provenance=self._prov,
+            **kw,
+        )
+
+
+@dataclass
+class ParsedScan:
+    tool: str
+    tool_version: str | None
+    format: str
+    scanned_at: datetime
+    scanned_at_source: str
+    findings: list[FindingObservation]
+    targets: tuple[str, ...] = ()
+    coverage: tuple[tuple[str, str, str], ...] = ()
+    skipped: tuple[str, ...] = ()
+    notes: list[str] = field(default_factory=list)
+    partial: bool = False  # the output itself says it is incomplete
+
+
+Parser = Callable[[bytes, ParseContext], ParsedScan]
+
+
+def json_path_at(data: bytes, pos: int) -> str:
+    """The JSON path of the value being read at byte ``pos`` (for errors msgspec reports by
+    byte offset only: truncated or malformed input)."""
+    stack: list[list[Any]] = []  # [kind, key/index, expecting_key]
+    i, n = 0, min(pos, len(data))
+    while i < n:
+        c = data[i]
+        if c == 0x22:  # string
+            j = i + 1
+            while j < len(data) and data[j] != 0x22:
+                j += 2 if data[j] == 0x5C else 1
+            text = data[i + 1 : min(j, len(data))].decode("utf-8", "replace")
+            if stack and stack[-1][0] == "obj" and stack[-1][2]:
+                stack[-1][1] = text
+            i = j + 1
+            continue
+        if c == 0x7B:  # {
+            stack.append(["obj", None, True])
+        elif c == 0x5B:  # [
+            stack.append(["arr", 0, False])
+        elif c in (0x7D, 0x5D):
+            if stack:
+                stack.pop()
+        elif c == 0x3A and stack and stack[-1][0] == "obj":  # :
+            stack[-1][2] = False
+        elif c == 0x2C and stack:  # ,
+            if stack[-1][0] == "obj":
+                stack[-1][2] = True
+                stack[-1][1] = None
+            else:
+                stack[-1][1] += 1
+        i += 1
+    path = "$"
+    for kind, key, _ in stack:
+        if kind == "obj":
+            if key is None:
+                break
+            path += f".{key}" if re.fullmatch(r"[A-Za-z_][\w-]*", key) else f"[{key!r}]"
+        else:
+            path += f"[{key}]"
+    return path
+
+
+def bad_input(ctx_file: str, scanner: str, problem: str, path: str, hint: str) -> InputFormatError:
+    return InputFormatError(
+        f"{ctx_file}: {problem} at JSON path {path}",
+        expected=f"the JSON that `{scanner}` writes",
+        hint=hint + "; nothing from this file was ingested",
+    )
+
+
+def decode(
+    data: bytes, typ: type[T], *, file: str, scanner: str, sniff: Callable[[bytes], str | None]
+) -> T:
+    """Decode ``data`` as ``typ``; on failure raise one clear error naming file and JSON path."""
+    if not data.strip():
+        raise InputFormatError(
+            f"{file}: the file is empty ({len(data)} bytes)",
+            expected=f"the JSON that `{scanner}` writes",
+            hint="a scanner that crashed or was cut off writes nothing — re-run it; an empty "
+            "output proves nothing about absent findings, so no scan was recorded",
+        )
+    try:
+        return msgspec.json.decode(data, type=typ)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        m = _PATH_RE.search(msg)
+        path = m.group("path") if m else "$"
+        problem = msg[: m.start()] if m else msg
+        other = sniff(data)
+        if other is not None and other != scanner:
+            hint = f"this looks like {other} output: run `changeproof ingest {other} {file}`"
+            problem = f"not {scanner} output ({problem})"
+        else:
+            hint = f"check that {file} is complete, unmodified `{scanner}` JSON output"
+        raise bad_input(file, scanner, problem, path, hint) from None
+    except msgspec.DecodeError as exc:
+        msg = str(exc)
+        if "truncated" in msg:
+            path = json_path_at(data, len(data))
+            raise bad_input(
+                file,
+                scanner,
+                f"the JSON ends early (truncated after {len(data)} bytes)",
+                path,
+                "the file was cut off (disk full, killed job, partial upload?) — re-run the scanner",
+            ) from None
+        bm = _BYTE_RE.search(msg)
+        pos = int(bm.group("pos")) if bm else 0
+        raise bad_input(
+            file,
+            scanner,
+            f"not valid JSON ({msg.removeprefix('JSON is malformed: ')})",
+            json_path_at(data, pos),
+            f"check that {file} is JSON output of `{scanner}` (e.g. --format json)",
+        ) from None
+
+
+def probe_keys(
+    data: bytes, *, file: str, scanner: str, sniff: Callable[[bytes], str | None]
+) -> set[str]:
+    """The top-level keys of a JSON object (values left undecoded): picks a format variant."""
+    return set(decode(data, dict[str, msgspec.Raw], file=file, scanner=scanner, sniff=sniff))
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An RFC 3339 timestamp from scanner output; None for empty or the Go zero time."""
+    if not value or value.startswith("0001-01-01"):
+        return None
+    v = value.strip().replace("Z", "+00:00")
+    # Go writes nanoseconds; Python takes at most microseconds
+    m = re.match(r"^(.*T\d\d:\d\d:\d\d)(\.\d+)?(.*)$", v)
+    if m and m.group(2) and len(m.group(2)) > 7:
+        v = m.group(1) + m.group(2)[:7] + m.group(3)
+    try:
+        dt = datetime.fromisoformat(v)
+    except ValueError:
+        return None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
