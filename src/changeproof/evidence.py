@@ -13,6 +13,7 @@ record cannot exist either way.
 from __future__ import annotations
 
 import hashlib
+import re
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar, Literal
 
@@ -63,12 +64,18 @@ def utc(value: datetime) -> datetime:
 
 
 def _require_aware(name: str, value: datetime | None) -> None:
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+    # decoded timestamps carry UTC itself: skip utcoffset() (it runs for every record decoded)
+    if value is not None and value.tzinfo is not UTC and (
+        value.tzinfo is None or value.utcoffset() is None
+    ):
         raise ValueError(f"{name} must carry a time zone, got {value.isoformat()}")
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
 def _require_sha256(name: str, value: str) -> None:
-    if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
+    if not _HEX64.fullmatch(value):
         raise ValueError(f"{name} must be a lowercase hex SHA-256 digest, got {value!r}")
 
 
@@ -113,6 +120,11 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     def keys(self) -> frozenset[str]:
         """Every identifier this actor can be recognised by (login, email, name)."""
         out = {k.lower() for k in (self.login, self.email) if k}
+        if self.name and self.name.strip():
+            # Forges often know a committer only by name and email, a reviewer only by login.
+            # Matching display names too can only make a participant of someone (their approval
+            # then doesn't count) — never make an approval count: the fail-closed direction.
+            out.add("name:" + " ".join(self.name.lower().split()))
         if self.email and self.email.lower().endswith("@users.noreply.github.com"):
             # 12345+login@users.noreply.github.com and login@users.noreply.github.com
             local = self.email.split("@", 1)[0]
@@ -254,6 +266,9 @@ class Change(Record, frozen=True, kw_only=True):
     reverts: str | None = None  # sha this change reverts, when it says so
     head_patch_id: str | None = None  # net patch-id of merge-base..head
     merged_via: str | None = None  # "#N": merged as part of another change
+    # other PRs/MRs whose commits landed through this change ("merged as part of"): they share
+    # its verdict and are not counted again
+    absorbed: tuple[str, ...] = ()
     provenance: Provenance
 
     def __post_init__(self) -> None:
@@ -535,6 +550,136 @@ class PolicyApproval(Record, frozen=True, kw_only=True):
             raise ValueError("a policy approval needs a policy version")
 
 
+# --- vulnerability findings (changeproof.vuln) ----------------------------------------------
+
+FindingCategory = Literal["dependency", "code", "config", "secret"]
+SeverityTier = Literal["critical", "high", "medium", "low", "none"]
+FixState = Literal["fixed", "not_fixed", "wont_fix", "unknown"]
+FindingStatus = Literal["open", "fixed", "dismissed", "suppressed", "ignored"]
+
+
+class SeverityInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One severity statement a scanner made: a vector, a number and/or a label, and whose."""
+
+    source: str  # nvd, ghsa, redhat, scanner, security-severity, …
+    vector: str | None = None
+    score: float | None = None
+    label: str | None = None
+
+
+class Scan(Record, frozen=True, kw_only=True):
+    """One scanner output file ingested for a repository: what it covered and when it ran.
+
+    ``coverage`` lists (category, target, ecosystem-or-"*") triples: a finding missing from a
+    complete (non-partial) scan that covers it is verified absent; from anything else, not.
+    """
+
+    kind: ClassVar[str] = "scan"
+
+    id: str
+    repo: str
+    scanner: str
+    tool: str
+    tool_version: str | None = None
+    format: str  # e.g. "trivy-json/2", "npm-audit/2", "sarif/2.1.0"
+    scanned_at: datetime
+    scanned_at_source: Literal["option", "scanner", "ingest"] = "ingest"
+    partial: bool = False
+    targets: tuple[str, ...] = ()
+    coverage: tuple[tuple[str, str, str], ...] = ()
+    findings: int = 0
+    skipped: tuple[str, ...] = ()  # packages the scanner could not audit
+    file: str = ""
+    notes: tuple[str, ...] = ()
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("scanned_at", self.scanned_at)
+        if not self.repo:
+            raise ValueError("scan.repo must not be empty")
+
+
+class FindingObservation(Record, frozen=True, kw_only=True):
+    """One finding as one scan reported it. Lifecycles are derived from these, never stored.
+
+    Identity (changeproof.vuln.identity) uses repo, target, ecosystem, package and the advisory
+    id with its aliases — never the installed version or the severity.
+    """
+
+    kind: ClassVar[str] = "finding"
+
+    id: str  # "<scan id>/<n>"
+    repo: str
+    scan_id: str
+    scanner: str
+    scanned_at: datetime
+    category: FindingCategory = "dependency"
+    advisory_id: str
+    aliases: tuple[str, ...] = ()
+    package: str = ""
+    ecosystem: str = ""
+    version: str | None = None
+    target: str = ""
+    manifest: str | None = None
+    title: str = ""
+    url: str | None = None
+    severities: tuple[SeverityInput, ...] = ()
+    # the severity chosen by the documented order (changeproof.vuln.severity)
+    score: float | None = None
+    score_version: str | None = None
+    severity_source: str = "unscored"
+    tier: SeverityTier = "medium"
+    needs_triage: bool = False
+    fixed_versions: tuple[str, ...] = ()
+    fix_state: FixState = "unknown"
+    status: FindingStatus = "open"
+    status_reason: str | None = None
+    status_at: datetime | None = None
+    alert_created_at: datetime | None = None  # Dependabot: when GitHub first raised the alert
+    known_exploited: bool = False
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("scanned_at", self.scanned_at)
+        _require_aware("status_at", self.status_at)
+        _require_aware("alert_created_at", self.alert_created_at)
+        if not self.advisory_id:
+            raise ValueError("a finding needs an advisory or rule id")
+
+
+class RiskAcceptance(Record, frozen=True, kw_only=True):
+    """An approved, expiring acceptance of the risk of one finding (advisory [+ package/target]).
+
+    While valid it pauses the patch clock; on expiry the remaining time resumes. One recorded
+    after the deadline does not erase the breach.
+    """
+
+    kind: ClassVar[str] = "risk_acceptance"
+
+    id: str
+    repo: str
+    advisory: str  # any id or alias of the finding
+    package: str | None = None
+    target: str | None = None
+    requester: Actor
+    approver: Actor
+    reason: str
+    compensating_control: str = ""
+    accepted_at: datetime
+    expires_at: datetime
+    provenance: Provenance
+
+    def __post_init__(self) -> None:
+        _require_aware("accepted_at", self.accepted_at)
+        _require_aware("expires_at", self.expires_at)
+        if self.expires_at <= self.accepted_at:
+            raise ValueError("a risk acceptance must expire after it was accepted")
+        if not self.reason.strip():
+            raise ValueError("a risk acceptance needs a reason")
+        if self.approver.keys() & self.requester.keys():
+            raise ValueError("the approver of a risk acceptance must not be its requester")
+
+
 # --- infrastructure: Terraform/Pulumi plans, applies, drift, database migrations (issue 9) ---
 
 PlanAction = Literal[
@@ -702,136 +847,6 @@ class MigrationInfo(Record, frozen=True, kw_only=True):
         _require_aware("merged_at", self.merged_at)
 
 
-# --- vulnerability findings (changeproof.vuln) ----------------------------------------------
-
-FindingCategory = Literal["dependency", "code", "config", "secret"]
-SeverityTier = Literal["critical", "high", "medium", "low", "none"]
-FixState = Literal["fixed", "not_fixed", "wont_fix", "unknown"]
-FindingStatus = Literal["open", "fixed", "dismissed", "suppressed", "ignored"]
-
-
-class SeverityInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """One severity statement a scanner made: a vector, a number and/or a label, and whose."""
-
-    source: str  # nvd, ghsa, redhat, scanner, security-severity, …
-    vector: str | None = None
-    score: float | None = None
-    label: str | None = None
-
-
-class Scan(Record, frozen=True, kw_only=True):
-    """One scanner output file ingested for a repository: what it covered and when it ran.
-
-    ``coverage`` lists (category, target, ecosystem-or-"*") triples: a finding missing from a
-    complete (non-partial) scan that covers it is verified absent; from anything else, not.
-    """
-
-    kind: ClassVar[str] = "scan"
-
-    id: str
-    repo: str
-    scanner: str
-    tool: str
-    tool_version: str | None = None
-    format: str  # e.g. "trivy-json/2", "npm-audit/2", "sarif/2.1.0"
-    scanned_at: datetime
-    scanned_at_source: Literal["option", "scanner", "ingest"] = "ingest"
-    partial: bool = False
-    targets: tuple[str, ...] = ()
-    coverage: tuple[tuple[str, str, str], ...] = ()
-    findings: int = 0
-    skipped: tuple[str, ...] = ()  # packages the scanner could not audit
-    file: str = ""
-    notes: tuple[str, ...] = ()
-    provenance: Provenance
-
-    def __post_init__(self) -> None:
-        _require_aware("scanned_at", self.scanned_at)
-        if not self.repo:
-            raise ValueError("scan.repo must not be empty")
-
-
-class FindingObservation(Record, frozen=True, kw_only=True):
-    """One finding as one scan reported it. Lifecycles are derived from these, never stored.
-
-    Identity (changeproof.vuln.identity) uses repo, target, ecosystem, package and the advisory
-    id with its aliases — never the installed version or the severity.
-    """
-
-    kind: ClassVar[str] = "finding"
-
-    id: str  # "<scan id>/<n>"
-    repo: str
-    scan_id: str
-    scanner: str
-    scanned_at: datetime
-    category: FindingCategory = "dependency"
-    advisory_id: str
-    aliases: tuple[str, ...] = ()
-    package: str = ""
-    ecosystem: str = ""
-    version: str | None = None
-    target: str = ""
-    manifest: str | None = None
-    title: str = ""
-    url: str | None = None
-    severities: tuple[SeverityInput, ...] = ()
-    # the severity chosen by the documented order (changeproof.vuln.severity)
-    score: float | None = None
-    score_version: str | None = None
-    severity_source: str = "unscored"
-    tier: SeverityTier = "medium"
-    needs_triage: bool = False
-    fixed_versions: tuple[str, ...] = ()
-    fix_state: FixState = "unknown"
-    status: FindingStatus = "open"
-    status_reason: str | None = None
-    status_at: datetime | None = None
-    alert_created_at: datetime | None = None  # Dependabot: when GitHub first raised the alert
-    known_exploited: bool = False
-    provenance: Provenance
-
-    def __post_init__(self) -> None:
-        _require_aware("scanned_at", self.scanned_at)
-        _require_aware("status_at", self.status_at)
-        _require_aware("alert_created_at", self.alert_created_at)
-        if not self.advisory_id:
-            raise ValueError("a finding needs an advisory or rule id")
-
-
-class RiskAcceptance(Record, frozen=True, kw_only=True):
-    """An approved, expiring acceptance of the risk of one finding (advisory [+ package/target]).
-
-    While valid it pauses the patch clock; on expiry the remaining time resumes. One recorded
-    after the deadline does not erase the breach.
-    """
-
-    kind: ClassVar[str] = "risk_acceptance"
-
-    id: str
-    repo: str
-    advisory: str  # any id or alias of the finding
-    package: str | None = None
-    target: str | None = None
-    requester: Actor
-    approver: Actor
-    reason: str
-    compensating_control: str = ""
-    accepted_at: datetime
-    expires_at: datetime
-    provenance: Provenance
-
-    def __post_init__(self) -> None:
-        _require_aware("accepted_at", self.accepted_at)
-        _require_aware("expires_at", self.expires_at)
-        if self.expires_at <= self.accepted_at:
-            raise ValueError("a risk acceptance must expire after it was accepted")
-        if not self.reason.strip():
-            raise ValueError("a risk acceptance needs a reason")
-        if self.approver.keys() & self.requester.keys():
-            raise ValueError("the approver of a risk acceptance must not be its requester")
-
-
 def canonical_json(value: Any) -> bytes:
     """Canonical JSON (sorted keys) used for digests that must be re-derivable."""
     return msgspec.json.encode(value, order="sorted")
@@ -858,13 +873,13 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     Coverage,
     PolicyApproval,
     GateDecision,
+    Scan,
+    FindingObservation,
+    RiskAcceptance,
     PlanRecord,
     ApplyRecord,
     DriftReport,
     MigrationInfo,
-    Scan,
-    FindingObservation,
-    RiskAcceptance,
 )
 """Explicit registry of storable evidence kinds; later modules append theirs here."""
 

@@ -14,6 +14,8 @@ from changeproof.cli.timeparse import parse_instant
 COLLECT_COMMANDS: dict[str, tuple[str, str]] = {
     "migrations": ("changeproof.cli.collect_migrations", "collect_migrations"),
     "git": ("changeproof.cli.collect", "collect_git"),
+    "github": ("changeproof.cli.collect_github", "collect_github"),
+    "gitlab": ("changeproof.cli.collect_gitlab", "collect_gitlab"),
 }
 
 
