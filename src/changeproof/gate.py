@@ -617,7 +617,7 @@ def decision_record(v: Verdict, raw_sha256: str, mode: Literal["store", "live"])
 
     req = v.request
     return GateDecision(
-        id=f"gate:{req.repo}:{req.environment}:{v.commit[:12]}:{req.now:%Y%m%dT%H%M%S.%fZ}",
+        id=f"gate:{req.repo}:{req.environment}:{v.commit[:12]}:{req.now:%Y%m%dT%H%M%S.%fZ}:{raw_sha256[:8]}",
         repo=req.repo,
         environment=req.environment,
         commit_sha=v.commit,

@@ -92,7 +92,7 @@ def staging_rule(
     for dig, d in deployments:
         if not isinstance(d, Deployment) or d.repo != repo:
             continue
-        if not is_pre_production(d.environment, settings):
+        if not is_pre_production(d.environment, settings) or d.started_at > before:
             continue
         if d.commit_sha == commit or (artifact is not None and d.artifact == artifact):
             same.append((dig, d))
