@@ -880,6 +880,9 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     ApplyRecord,
     DriftReport,
     MigrationInfo,
+    Scan,
+    FindingObservation,
+    RiskAcceptance,
 )
 """Explicit registry of storable evidence kinds; later modules append theirs here."""
 

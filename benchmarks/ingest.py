@@ -1,0 +1,130 @@
+"""Ingest the real scanner outputs of the shared corpus, repeated until N findings are stored.
+
+Usage: python benchmarks/ingest.py [--findings N] [--files-per-command K] [--keep DIR]
+
+Each "command" ingests K files in one transaction (as `changeproof ingest` does), each file
+with its own scan time so every repetition is a new scan. Reports findings/s (parse + store,
+SQLite, locker included) and peak RSS; memory must stay flat as N grows. Prints a table and,
+as the last line, one JSON object of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from changeproof.locker import Locker, Signer
+from changeproof.settings import Settings
+from changeproof.store import Store
+from changeproof.vuln.ingest import parse_bytes, write_parsed
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "external"
+DD = CORPUS / "DefectDojo-django-DefectDojo" / "unittests" / "scans"
+FILES = [
+    ("osv-scanner", DD / "osv_scanner" / "many_findings.json"),
+    ("sarif", DD / "sarif" / "issue_10191.json"),
+    ("sarif", DD / "sarif" / "codeQL-output.sarif"),
+    ("grype", DD / "anchore_grype" / "many_vulns_with_epss_values.json"),
+    ("grype", DD / "anchore_grype" / "check_all_fields.json"),
+    ("trivy", DD / "trivy" / "kubernetes.json"),
+    ("trivy", DD / "trivy" / "all_statuses.json"),
+    ("trivy", DD / "trivy" / "scheme_2_many_vulns.json"),
+    ("pip-audit", DD / "pip_audit" / "many_vulns_new.json"),
+    ("npm-audit", DD / "npm_audit_7_plus" / "one_vuln.json"),
+    ("snyk", DD / "snyk" / "single_project_one_vuln.json"),
+    ("semgrep", DD / "semgrep" / "many_findings.json"),
+    ("dependabot", DD / "github_vulnerability" / "github-5-vuln.json"),
+]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--findings", type=int, default=1_000_000)
+    ap.add_argument("--files-per-command", type=int, default=50)
+    ap.add_argument("--keep", type=Path, help="Keep the workspace here.")
+    args = ap.parse_args()
+
+    blobs = [(s, p.name, p.read_bytes()) for s, p in FILES]
+    settings = Settings()
+    home = args.keep or Path(tempfile.mkdtemp(prefix="cp-bench-ingest-"))
+    home.mkdir(parents=True, exist_ok=True)
+    store = Store.open(f"sqlite:///{home / 'store.db'}")
+    signer = Signer.generate(home / "keys")
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    now = datetime.now(UTC)
+
+    total = files = commands = 0
+    parse_s = 0.0
+    rss_samples: list[tuple[int, float]] = []
+    start = time.perf_counter()
+    i = 0
+    while total < args.findings:
+        with store.writer(Locker(signer)) as w:
+            for _ in range(args.files_per_command):
+                scanner, name, data = blobs[i % len(blobs)]
+                p0 = time.perf_counter()
+                ctx, parsed = parse_bytes(
+                    scanner,
+                    data,
+                    file=name,
+                    repo=f"acme/repo-{i % 20}",
+                    now=now,
+                    settings=settings,
+                    scanned_at=t0 + timedelta(minutes=i),
+                )
+                parse_s += time.perf_counter() - p0
+                write_parsed(w, scanner, data, ctx, parsed, partial=False, now=now)
+                total += len(parsed.findings)
+                files += 1
+                i += 1
+                if total >= args.findings:
+                    break
+        commands += 1
+        if commands % 20 == 0:
+            rss_samples.append((total, rss_mb()))
+    elapsed = time.perf_counter() - start
+    stored = store.count("finding")
+    store.close()
+    peak = rss_mb()
+    if not args.keep:
+        shutil.rmtree(home, ignore_errors=True)
+
+    rate = total / elapsed
+    print(f"{'findings ingested':<28}{total:>14,}")
+    print(f"{'finding records stored':<28}{stored:>14,}")
+    print(f"{'scanner files':<28}{files:>14,}")
+    print(f"{'transactions':<28}{commands:>14,}")
+    print(f"{'elapsed (s)':<28}{elapsed:>14.1f}")
+    print(f"{'  of which parsing (s)':<28}{parse_s:>14.1f}")
+    print(f"{'findings/s':<28}{rate:>14,.0f}")
+    print(f"{'peak RSS (MB)':<28}{peak:>14.1f}")
+    if rss_samples:
+        first, last = rss_samples[0], rss_samples[-1]
+        print(
+            f"{'RSS at first/last sample':<28}{first[1]:>7.1f} MB @ {first[0]:,} → {last[1]:.1f} MB @ {last[0]:,}"
+        )
+    print(
+        json.dumps(
+            {
+                "findings": total,
+                "findings_per_s": round(rate),
+                "peak_rss_mb": round(peak, 1),
+                "parse_s": round(parse_s, 1),
+                "elapsed_s": round(elapsed, 1),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
