@@ -880,9 +880,6 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     ApplyRecord,
     DriftReport,
     MigrationInfo,
-    Scan,
-    FindingObservation,
-    RiskAcceptance,
 )
 """Explicit registry of storable evidence kinds; later modules append theirs here."""
 
