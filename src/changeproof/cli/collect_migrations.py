@@ -92,7 +92,7 @@ def migrations_of(
         m = detect(f.path, tree.read, tree.listdir)
         if m is not None:
             out.append(m)
-    return out, dict(tree._cache)
+    return out, tree.contents()
 
 
 def collect(

@@ -11,7 +11,6 @@ import click
 from changeproof.cli import emit_json, opts
 from changeproof.cli.ingest_iac import (
     FORMAT,
-    counts_text,
     echo_plan,
     plan_summary,
     read_input,
@@ -164,6 +163,6 @@ def record_apply(
         return
     click.echo(
         f"apply of plan {plan.digest[:12]} to {repo} {workspace} ({env}) at "
-        f"{applied_at.isoformat()} recorded: {counts_text(plan.counts)}"
+        f"{applied_at.isoformat()} recorded"
     )
     echo_plan(plan)

@@ -58,6 +58,10 @@ class GitTree:
             )
         return self._cache[path]
 
+    def contents(self) -> dict[str, str | None]:
+        """Every file read so far (the raw evidence of the judgement)."""
+        return dict(self._cache)
+
     def listdir(self, directory: str) -> list[str]:
         if directory not in self._dirs:
             spec = f"{directory}/" if directory else "."
@@ -360,6 +364,8 @@ def detect(path: str, read: Reader, listdir: Lister) -> MigrationFile | None:
     low = base.lower()
     if low.endswith(".down.sql") or FLYWAY_U.match(base):
         return None
+    if base == "down.sql" and "prisma" in path.lower():
+        return None  # the down migration of the Prisma migration beside it
     if low.endswith(".up.sql"):
         down = path[: -len(".up.sql")] + ".down.sql"
         text = read(down)
