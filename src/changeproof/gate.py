@@ -685,9 +685,18 @@ class Recorded:
 
 
 def record(
-    store: object, signer: object, v: Verdict, mode: Literal["store", "live"] = "store"
+    store: object,
+    signer: object,
+    v: Verdict,
+    mode: Literal["store", "live"] = "store",
+    *,
+    extra: Iterable[Record] = (),
+    extra_raw: bytes | None = None,
 ) -> Recorded:
-    """Write the decision (and an opened emergency) into the locker and the store, atomically."""
+    """Write the decision (and an opened emergency) into the locker and the store, atomically.
+
+    ``extra``/``extra_raw``: evidence the decision was made from that is not in the store yet
+    (live mode: the mapped GitHub records and the raw responses they came from)."""
     import msgspec
 
     from changeproof.locker import Locker, Signer
@@ -695,6 +704,10 @@ def record(
 
     assert isinstance(store, Store) and isinstance(signer, Signer)
     with store.writer(Locker(signer)) as w:
+        if extra_raw is not None:
+            w.put_raw(extra_raw, kind="github.live", source="github", media_type="application/json")
+        for r in extra:
+            w.put(r)
         raw = raw_payload(v, mode)
         sha = w.put_raw(raw, kind="gate.decision", source="gate", media_type="application/json")
         rec = decision_record(v, sha, mode)

@@ -1,0 +1,277 @@
+"""`gate --live`: GitHub REST responses (derived from the octokit OpenAPI examples) served by a
+loopback HTTP server, the real HTTP client, and the decision recorded in the locker."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from changeproof.errors import SourceError
+from changeproof.evidence import Change, GateDecision
+from changeproof.gate import GateRequest
+from changeproof.gate_live import run_live
+from changeproof.settings import Settings, Testing
+from changeproof.store import Store
+from changeproof.workspace import Workspace
+
+FIX = Path(__file__).parent / "fixtures" / "github_live"
+REPO = "acme/app"
+SHA = "a" * 40  # the merge commit being deployed
+HEAD = "b" * 40  # the PR head that was reviewed and tested
+SETTINGS = """
+[testing]
+required_checks = ["ci"]
+dependency_scanning_checks = ["deps"]
+sast_checks = ["sast"]
+"""
+
+
+def example(name: str) -> Any:
+    return copy.deepcopy(json.loads((FIX / f"{name}.json").read_text())["value"])
+
+
+def responses(
+    *, staged: bool = True, reviewer: str = "hubot", ci: str = "success"
+) -> dict[str, Any]:
+    """One consistent pull request (#42 by octocat, merged as SHA) built from the examples."""
+    simple = example("pull-request-simple-items")[0]
+    pr = example("pull-request")
+    for p in (simple, pr):
+        p.update(number=42, merged_at="2026-02-01T12:00:00Z", merge_commit_sha=SHA, state="closed")
+        p["head"]["sha"] = HEAD
+        p["base"]["ref"] = "main"
+        p["labels"] = []
+    pr["merged_by"] = {"login": "octocat", "type": "User"}
+    pr["changed_files"] = 2  # the two files served below
+    reviews = example("pull-request-review-items")
+    reviews[0].update(state="APPROVED", commit_id=HEAD, submitted_at="2026-02-01T11:00:00Z")
+    reviews[0]["user"]["login"] = reviewer
+    commits = example("commit-items")
+    commits[0]["sha"] = HEAD
+    commits[0]["commit"]["committer"]["date"] = "2026-02-01T10:00:00Z"
+    commits[0]["commit"]["author"]["date"] = "2026-02-01T10:00:00Z"
+    runs = example("check-run-paginated")
+    template = runs["check_runs"][0]
+    runs["check_runs"] = []
+    for name in ("ci", "deps", "sast"):
+        r = copy.deepcopy(template)
+        r.update(
+            name=name,
+            head_sha=HEAD,
+            status="completed",
+            conclusion=ci,
+            completed_at="2026-02-01T11:30:00Z",
+        )
+        runs["check_runs"].append(r)
+    runs["total_count"] = 3
+    status = example("combined-commit-status")
+    status["statuses"] = []
+    deps = example("deployment-items")
+    deps[0].update(sha=SHA, environment="staging", created_at="2026-02-01T13:00:00Z", id=7)
+    st = example("deployment-status-items")
+    st[0].update(state="success", created_at="2026-02-01T13:05:00Z")
+    return {
+        f"/repos/{REPO}/commits/{SHA}/pulls": [simple],
+        f"/repos/{REPO}/pulls/42": pr,
+        f"/repos/{REPO}/pulls/42/reviews": reviews,
+        f"/repos/{REPO}/pulls/42/commits": commits,
+        # the shape GitHub documents for GET /pulls/{n}/files (no example in the OpenAPI corpus)
+        f"/repos/{REPO}/pulls/42/files": [
+            {"filename": "app/checkout.py", "status": "modified", "additions": 3, "deletions": 1},
+            {"filename": "app/cart.py", "status": "renamed", "previous_filename": "app/basket.py"},
+        ],
+        f"/repos/{REPO}/commits/{HEAD}/check-runs": runs,
+        f"/repos/{REPO}/commits/{HEAD}/status": status,
+        f"/repos/{REPO}/deployments": deps if staged else [],
+        f"/repos/{REPO}/deployments/7/statuses": st,
+    }
+
+
+class FakeGitHub:
+    """A loopback server answering GET paths from a table (404 otherwise)."""
+
+    def __init__(self, table: dict[str, Any]) -> None:
+        self.table = table
+        self.seen: list[str] = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                path = urlsplit(self.path).path
+                outer.seen.append(path)
+                auth = self.headers.get("authorization", "")
+                if "test-token" not in auth:
+                    self._send(401, {"message": "Bad credentials"})
+                elif path in outer.table:
+                    self._send(200, outer.table[path])
+                else:
+                    self._send(404, {"message": "Not Found"})
+
+            def _send(self, code: int, body: Any) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(code)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proj(tmp_path: Path) -> Path:
+    d = tmp_path / "proj"
+    d.mkdir()
+    (d / "changeproof.toml").write_text(SETTINGS)
+    return d
+
+
+@pytest.fixture
+def github() -> Iterator[FakeGitHub]:
+    g = FakeGitHub(responses())
+    yield g
+    g.close()
+
+
+def cli(
+    cwd: Path, *args: str, token: str | None = "test-token"
+) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("CHANGEPROOF_", "GITHUB_", "GH_"))
+    }
+    if token is not None:
+        env["GITHUB_TOKEN"] = token
+    return subprocess.run(
+        [sys.executable, "-m", "changeproof", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+
+
+LIVE = (
+    "gate",
+    "--live",
+    "--env",
+    "production",
+    "--commit",
+    SHA,
+    "--repo",
+    REPO,
+    "--actor",
+    "github-actions[bot]",
+    "--at",
+    "2026-02-02T00:00:00Z",
+)
+
+
+def test_live_allows_and_records_into_the_locker(proj: Path, github: FakeGitHub) -> None:
+    r = cli(proj, *LIVE, "--api-url", github.url, "--format", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    data = json.loads(r.stdout)
+    assert data["decision"] == "allow"
+    assert [c["id"] for c in data["changes"]] == ["acme/app#42"]
+    assert any("live mode" in n for n in data["notes"])
+    assert f"/repos/{REPO}/pulls/42/reviews" in github.seen
+    ws = Workspace.resolve(str(proj / ".changeproof"), None, str(proj / "changeproof.toml"))
+    store = Store.open(ws.db_url)
+    try:
+        (g,) = store.records(GateDecision)
+        assert g.mode == "live" and g.decision == "allow"
+        c = store.get(Change, "acme/app#42")
+        assert (
+            c is not None
+            and c[1].head_sha == HEAD
+            and c[1].reviews
+            and c[1].reviews[0].reviewer.login == "hubot"
+        )
+    finally:
+        store.close()
+    assert cli(proj, "verify").returncode == 0
+
+
+def test_live_denies_self_approved_and_unstaged(proj: Path) -> None:
+    g = FakeGitHub(responses(staged=False, reviewer="octocat"))
+    try:
+        r = cli(proj, *LIVE, "--api-url", g.url)
+    finally:
+        g.close()
+    assert r.returncode == 1
+    assert "staging was skipped" in r.stdout
+    assert "CM-REV-1" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("token", "api", "words"),
+    [
+        (None, None, "needs a GitHub token"),
+        ("wrong", None, "rejected the token"),
+        ("test-token", "http://127.0.0.1:1", "error:"),
+    ],
+    ids=["no-token", "bad-token", "unreachable"],
+)
+def test_live_cannot_decide_exits_2(
+    proj: Path, github: FakeGitHub, token: str | None, api: str | None, words: str
+) -> None:
+    r = cli(proj, *LIVE, "--api-url", api or github.url, token=token)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert words in r.stderr
+    assert "ALLOW" not in r.stdout
+
+
+def test_live_with_injected_transport(proj: Path) -> None:
+    """The same path through httpx.MockTransport: a 500 that never heals is 'cannot decide'."""
+    table = responses()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/check-runs"):
+            return httpx.Response(500, json={"message": "boom"})
+        return httpx.Response(200, json=table.get(request.url.path, []))
+
+    ws = Workspace.resolve(str(proj / ".changeproof"), None, str(proj / "changeproof.toml"))
+    s = Settings(testing=Testing(required_checks=("ci",)))
+    req = GateRequest(
+        repo=REPO,
+        environment="production",
+        commit=SHA,
+        now=datetime(2026, 2, 2, tzinfo=UTC),
+        actor="github-actions[bot]",
+    )
+    with pytest.raises(SourceError):
+        run_live(
+            ws,
+            s,
+            req,
+            api_url="https://api.example.test",
+            transport=httpx.MockTransport(handler),
+            token="t",
+        )
+    assert not (proj / ".changeproof" / "store.db").exists()  # nothing recorded
