@@ -19,12 +19,30 @@ from changeproof.policy.render import (
     render_markdown,
     render_pdf,
 )
+from changeproof.policy.versions import (
+    PolicyFinding,
+    PolicyStatus,
+    Window,
+    approvals,
+    approve,
+    policy_findings,
+    policy_in_force,
+    policy_status,
+)
 
 __all__ = [
     "FORMATS",
     "Format",
+    "PolicyFinding",
+    "PolicyStatus",
     "RenderError",
+    "Window",
+    "approvals",
+    "approve",
     "document_digest",
+    "policy_findings",
+    "policy_in_force",
+    "policy_status",
     "render",
     "render_docx",
     "render_html",

@@ -145,8 +145,8 @@ def _decorate(tokens: list[Token]) -> list[Heading]:
                 seen[anchor] = 0
             tok.attrSet("id", anchor)
             level = int(tok.tag[1])
-            if level == 2 and text.startswith("Appendix"):
-                tok.attrSet("class", "appendix")
+            if level == 2 and (text.startswith("Appendix") or text.endswith("Framework mapping")):
+                tok.attrSet("class", "appendix")  # starts a new page in print
             headings.append(Heading(level, text, anchor))
         elif tok.type == "table_open":
             tok.attrSet("class", "doc-control" if first_table else "grid")
