@@ -120,6 +120,9 @@ def _header_footer(d: Any, doc: Document) -> None:
 class _Writer:
     def __init__(self, d: Any) -> None:
         self.d = d
+        # Looking a style up by name scans every style; do it once.
+        self.bullet = d.styles["List Bullet"]
+        self.grid = d.styles["Table Grid"]
 
     def block(self, tokens: list[Token], i: int) -> int:
         tok = tokens[i]
@@ -142,7 +145,7 @@ class _Writer:
         i += 1
         while tokens[i].type != "bullet_list_close":
             if tokens[i].type == "paragraph_open":
-                p = self.d.add_paragraph(style="List Bullet")
+                p = self.d.add_paragraph(style=self.bullet)
                 self.inline(p, tokens[i + 1])
                 i += 3
             else:
@@ -171,7 +174,7 @@ class _Writer:
             j += 1
         ncols = max(len(r) for _, r in rows)
         table = self.d.add_table(rows=0, cols=ncols)
-        table.style = "Table Grid"
+        table.style = self.grid
         for is_head, cells in rows:
             row = table.add_row().cells
             for k, inline in enumerate(cells):
