@@ -182,7 +182,7 @@ def _check(rule: str, control: str, outcome: Outcome, reasons: Iterable[str]) ->
 
 def _gate_results(change: Change, digest: str, ctx: Context) -> list[tuple[str, Outcome, str]]:
     from changeproof.controls import CHANGE_CONTROLS
-    from changeproof.evaluate import evaluate_change
+    from changeproof.controls.evaluation import evaluate_change
 
     controls = tuple(c for c in CHANGE_CONTROLS if c.id.startswith(GATE_CONTROL_PREFIXES))
     return [
