@@ -1,0 +1,845 @@
+"""The GitHub source: merged PRs, first-parent history, configuration and deployments.
+
+Per repository (repositories run concurrently; database writes are serialised):
+
+1. **Probe** (1 GraphQL request): branch tips, the newest merged-PR update, the newest deployment
+   and a fingerprint of the protection configuration. Nothing changed → done.
+2. **First-parent history** from the tip back to the last collected tip: ``tip~N`` aliases,
+   100 per request, with associated PRs. A commit is attributed to the PR whose merge commit it
+   is; earlier commits of a rebase merge to that PR; anything else is a direct push.
+3. **Merged PRs** into each controlled branch, 50 per page with nested reviews (with the commit
+   each approved), timeline, commits, check rollup and files; page size halves on 502/timeouts;
+   nested overflow is followed in one batched request per page.
+4. **Deployments** (GraphQL) with statuses; approvals of deployments that waited (REST).
+5. **Configuration** (REST, ETag-conditional, only when the fingerprint moved): classic
+   protection, rulesets incl. organisation ones and bypass actors, environments, log retention,
+   rule-suite bypasses; the organisation audit log's policy overrides where readable.
+
+Every page commits in its own transaction together with its cursor, so a killed run resumes
+where it stopped and ends with the same store as an uninterrupted one. A repository that cannot
+finish records ``Coverage(complete=False)`` with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from changeproof.errors import ChangeproofError, SourceError
+from changeproof.evidence import (
+    Change,
+    Coverage,
+    ProtectionRule,
+    ProtectionSnapshot,
+    Provenance,
+    TeamMembership,
+    canonical_json,
+)
+from changeproof.settings import Settings
+from changeproof.sources.github import mapping as m
+from changeproof.sources.github import queries as q
+from changeproof.sources.http import HttpClient, Response, TransientError
+from changeproof.store import Store, Writer, schema
+
+SRC = "github"
+HISTORY_PAGE = 100
+
+
+def graphql_url(api_url: str) -> str:
+    """GraphQL endpoint: api.github.com/graphql; GHES https://HOST/api/v3 → /api/graphql."""
+    base = api_url.rstrip("/")
+    if base.endswith("/api/v3"):
+        return base[: -len("/v3")] + "/graphql"
+    return base + "/graphql"
+
+
+@dataclass(frozen=True)
+class Options:
+    page_size: int = 50
+    reviews: int = 50
+    timeline: int = 50
+    commits: int = 50
+    files: int = 100
+    contexts: int = 50
+    workers: int = 4
+    archive_logs: bool = True
+
+
+@dataclass
+class RepoResult:
+    repo: str
+    skipped: bool = False
+    changes: int = 0
+    pull_requests: int = 0
+    direct_pushes: int = 0
+    deployments: int = 0
+    approvals: int = 0
+    bypasses: int = 0
+    snapshots: int = 0
+    log_archives: int = 0
+    complete: bool = True
+    notes: list[str] = field(default_factory=list)
+
+
+class GitHubSource:
+    """Collects GitHub evidence for repositories through one :class:`HttpClient`."""
+
+    name = "github"
+    capabilities = frozenset(
+        {"history", "attribution", "reviews", "checks", "files", "commits", "protection",
+         "deployments", "approvals", "bypasses"}
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        client: HttpClient,
+        settings: Settings,
+        *,
+        api_url: str,
+        options: Options | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.client = client
+        self.settings = settings
+        self.api_url = api_url.rstrip("/")
+        self.gql_url = graphql_url(self.api_url)
+        self.opt = options or Options()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._write_lock = threading.Lock()
+        self._probes: dict[str, dict[str, Any]] = {}
+        self._org_notes: dict[str, list[str]] = {}
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        return self._clock()
+
+    @contextlib.contextmanager
+    def _tx(self, store: Store, signer: Any) -> Iterator[Writer]:
+        from changeproof.locker import Locker
+
+        with self._write_lock, store.writer(Locker(signer)) as w:
+            yield w
+
+    def _gql(self, query: str, variables: dict[str, Any], *, kind: str, **kw: Any) -> Any:
+        body = self.client.graphql(self.gql_url, query, variables, kind=kind, **kw)
+        if not isinstance(body, dict):
+            raise SourceError(
+                f"{self.gql_url} answered with unexpected JSON", hint="check --api-url"
+            )
+        errors = body.get("errors")
+        if errors:
+            raise graphql_error(errors, self.gql_url, variables)
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise SourceError(f"{self.gql_url} answered without data", hint="check --api-url")
+        return data
+
+    # --- validation (before anything is written) -------------------------------------------
+
+    def validate(self, repos: Sequence[str]) -> None:
+        """Check the API is GitHub and every repository is readable; probe each one."""
+        resp = self.client.request("GET", "/", kind="rest:root")
+        root = resp.json()
+        if not isinstance(root, dict) or (
+            "current_user_url" not in root and "x-github-request-id" not in resp.headers
+        ):
+            raise SourceError(
+                f"{self.api_url} does not look like the GitHub API",
+                expected="https://api.github.com or https://HOST/api/v3 (GitHub Enterprise Server)",
+                hint="pass --api-url with the API address, not the web address",
+            )
+        for repo in repos:
+            self.probe(repo)
+
+    def probe(self, repo: str) -> dict[str, Any]:
+        if repo in self._probes:
+            return self._probes[repo]
+        owner, name = split_repo(repo)
+        data = self._gql(q.PROBE, {"owner": owner, "name": name}, kind="graphql:probe")
+        r = data.get("repository")
+        if not isinstance(r, dict):
+            raise repo_not_found(repo)
+        self._probes[repo] = r
+        return r
+
+    def repos_of_org(self, org: str) -> list[str]:
+        out: list[str] = []
+        for _, items in self.client.paginate(
+            f"/orgs/{org}/repos", params={"type": "all"}, kind="rest:repos"
+        ):
+            out.extend(
+                str(i["full_name"]) for i in items if not i.get("archived") and i.get("full_name")
+            )
+        if not out:
+            raise SourceError(
+                f"organisation {org!r} has no repositories this token can read",
+                hint="grant the token or App access to the organisation's repositories",
+            )
+        return sorted(out)
+
+    # --- collection ------------------------------------------------------------------------
+
+    def collect(
+        self,
+        store: Store,
+        signer: Any,
+        repos: Sequence[str],
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> list[RepoResult]:
+        advance = progress or (lambda n: None)
+        owners = sorted({split_repo(r)[0] for r in repos})
+        results: list[RepoResult] = []
+        failures: list[str] = []
+
+        def run(repo: str) -> RepoResult:
+            try:
+                return self.collect_repo(store, signer, repo, advance)
+            except ChangeproofError as exc:
+                res = RepoResult(repo=repo, complete=False, notes=[exc.message])
+                self._record_gap(store, signer, repo, exc.message)
+                failures.append(f"{repo}: {exc.message}")
+                return res
+
+        with ThreadPoolExecutor(max_workers=max(1, self.opt.workers)) as pool:
+            results = list(pool.map(run, repos))
+        for owner in owners:
+            notes = self.collect_org(
+                store, signer, owner, [r for r in repos if r.startswith(owner + "/")]
+            )
+            for r in results:
+                if r.repo.startswith(owner + "/"):
+                    r.notes.extend(notes)
+        if failures:
+            raise SourceError(
+                f"{len(failures)} of {len(repos)} repositories could not be collected completely "
+                f"(recorded as incomplete coverage): " + "; ".join(failures[:3]),
+                hint="fix the cause and run the same command again; it resumes where it stopped",
+            )
+        return results
+
+    def _record_gap(self, store: Store, signer: Any, repo: str, why: str) -> None:
+        now = self.now()
+        probe = self._probes.get(repo) or {}
+        branches: list[str | None] = [b for b, _ in self._branches(repo, probe)] or [None]
+        with self._tx(store, signer) as w:
+            raw = w.put_raw(
+                f"github incomplete {repo}: {why}".encode(), kind="github.coverage", source=SRC
+            )
+            for b in branches:
+                w.put(self._coverage(repo, b, now, raw, complete=False, gaps=(why,)))
+
+    def _coverage(
+        self,
+        repo: str,
+        branch: str | None,
+        now: datetime,
+        raw: str,
+        *,
+        complete: bool,
+        gaps: tuple[str, ...] = (),
+    ) -> Coverage:
+        return Coverage(
+            id=f"github:{repo}:{branch or '*'}",
+            source=SRC,
+            repo=repo,
+            branch=branch,
+            start=None,
+            end=now,
+            complete=complete,
+            gaps=gaps,
+            provenance=Provenance(source=SRC, occurred_at=now, collected_at=now, raw_sha256=raw),
+        )
+
+    def _branches(self, repo: str, probe: dict[str, Any]) -> list[tuple[str, str]]:
+        out = []
+        for n in (probe.get("refs") or {}).get("nodes") or []:
+            oid = (n.get("target") or {}).get("oid")
+            if oid and self.settings.is_controlled(repo, str(n["name"])):
+                out.append((str(n["name"]), str(oid)))
+        return sorted(out)
+
+    def fingerprint(self, probe: dict[str, Any]) -> dict[str, str]:
+        config = {k: probe.get(k) for k in ("rulesets", "branchProtectionRules", "environments")}
+        return {
+            "tips": _digest(probe.get("refs")),
+            "prs": _digest(probe.get("pullRequests")),
+            "deployments": _digest(probe.get("deployments")),
+            "config": _digest(config),
+        }
+
+    def collect_repo(
+        self, store: Store, signer: Any, repo: str, advance: Callable[[int], None]
+    ) -> RepoResult:
+        probe = self.probe(repo)
+        res = RepoResult(repo=repo)
+        fp = self.fingerprint(probe)
+        prev_raw = store.cursor(SRC, f"{repo}:probe")
+        prev = msgspec.json.decode(prev_raw) if prev_raw else {}
+        if prev == fp:
+            res.skipped = True
+            return res
+        if ((probe.get("refs") or {}).get("pageInfo") or {}).get("hasNextPage"):
+            res.notes.append("more than 100 branches: only the first 100 were matched")
+        branches = self._branches(repo, probe)
+        default = (probe.get("defaultBranchRef") or {}).get("name")
+        for branch, tip in branches:
+            self._collect_branch(store, signer, repo, branch, tip, res, advance)
+        if prev.get("deployments") != fp["deployments"]:
+            self._collect_deployments(store, signer, repo, res)
+        if prev.get("config") != fp["config"] or prev.get("tips") != fp["tips"]:
+            self._collect_config(store, signer, repo, [b for b, _ in branches], default, probe, res)
+        now = self.now()
+        with self._tx(store, signer) as w:
+            raw = w.put_raw(
+                canonical_json({"repo": repo, "probe": fp}), kind="github.probe", source=SRC
+            )
+            for branch, _ in branches:
+                w.put(self._coverage(repo, branch, now, raw, complete=True))
+            w.set_cursor(SRC, f"{repo}:probe", msgspec.json.encode(fp).decode())
+        return res
+
+    # --- history and PRs -------------------------------------------------------------------
+
+    def _history(self, repo: str, tip: str, stop: str | None) -> list[dict[str, Any]]:
+        """First-parent commits newest first, from ``tip`` down to (excluding) ``stop``."""
+        owner, name = split_repo(repo)
+        out: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            data = self._gql(
+                q.history_query(tip, start, HISTORY_PAGE),
+                {"owner": owner, "name": name},
+                kind="graphql:history",
+            )
+            r = data.get("repository") or {}
+            for i in range(HISTORY_PAGE):
+                node = r.get(f"c{i}")
+                if not node or not node.get("oid"):
+                    return out  # walked past the root
+                if node["oid"] == stop:
+                    return out
+                out.append(node)
+                if not (node.get("parents") or {}).get("nodes"):
+                    return out
+            start += HISTORY_PAGE
+
+    def _attribute(
+        self, branch: str, commits: list[dict[str, Any]]
+    ) -> tuple[dict[int, list[str]], list[dict[str, Any]]]:
+        """PR number → landed shas (oldest first), and the unattributed (direct push) commits."""
+        window = {c["oid"] for c in commits}
+        landed: dict[int, list[str]] = {}
+        direct: list[dict[str, Any]] = []
+        for c in reversed(commits):
+            prs = (c.get("associatedPullRequests") or {}).get("nodes") or []
+            owner = next(
+                (p for p in prs if (p.get("mergeCommit") or {}).get("oid") == c["oid"]), None
+            )
+            if owner is None:
+                # an earlier commit of a rebase merge: same PR, whose merge commit landed later
+                owner = next(
+                    (
+                        p
+                        for p in prs
+                        if p.get("baseRefName") == branch
+                        and p.get("mergedAt")
+                        and (p.get("mergeCommit") or {}).get("oid") in window
+                    ),
+                    None,
+                )
+            if owner is None:
+                direct.append(c)
+            else:
+                landed.setdefault(int(owner["number"]), []).append(c["oid"])
+        return landed, direct
+
+    def _collect_branch(
+        self,
+        store: Store,
+        signer: Any,
+        repo: str,
+        branch: str,
+        tip: str,
+        res: RepoResult,
+        advance: Callable[[int], None],
+    ) -> None:
+        scope = f"{repo}:{branch}"
+        prev_tip = store.cursor(SRC, f"{scope}:tip")
+        commits = self._history(repo, tip, prev_tip) if prev_tip != tip else []
+        landed, direct = self._attribute(branch, commits)
+        after = store.cursor(SRC, f"{scope}:prs")
+        owner, name = split_repo(repo)
+        size = self.opt.page_size
+        while True:
+            variables = {
+                "owner": owner, "name": name, "base": branch, "first": size,
+                "after": after or None, "reviews": self.opt.reviews,
+                "timeline": self.opt.timeline, "commits": self.opt.commits,
+                "files": self.opt.files, "contexts": self.opt.contexts,
+            }  # fmt: skip
+            try:
+                data = self._gql(
+                    q.MERGED_PRS, variables, kind="graphql:prs", retries=0 if size > 1 else None
+                )
+            except TransientError:
+                if size <= 1:
+                    raise
+                size = max(1, size // 2)  # an expensive page times out: ask for less
+                continue
+            conn = (data.get("repository") or {}).get("pullRequests") or {}
+            nodes = [n for n in conn.get("nodes") or [] if n and n.get("mergedAt")]
+            self._overflow(nodes)
+            renames = self._renames(repo, nodes)
+            logs = self._logs(repo, nodes) if self.opt.archive_logs else {}
+            now = self.now()
+            with self._tx(store, signer) as w:
+                digests = {rid: w.put_raw(blob, kind="github.actions_log", source=SRC,
+                                          media_type="application/zip")
+                           for rid, blob in logs.items()}  # fmt: skip
+                for pr in nodes:
+                    raw = w.put_raw(canonical_json(pr), kind="github.pull_request", source=SRC)
+                    number = int(pr["number"])
+                    shas = landed.get(number) or self._stored_landed(store, repo, number)
+                    change = m.pull_request_change(
+                        pr, repo=repo, branch=branch, landed=shas,
+                        renames=renames.get(number, {}),
+                        ticket_patterns=self.settings.documentation.ticket_patterns,
+                        log_digests=digests, raw_sha256=raw, collected_at=now,
+                    )  # fmt: skip
+                    w.put(change)
+                res.log_archives += len(digests)
+                page = conn.get("pageInfo") or {}
+                if page.get("endCursor"):
+                    after = str(page["endCursor"])
+                    w.set_cursor(SRC, f"{scope}:prs", after)
+            res.pull_requests += len(nodes)
+            res.changes += len(nodes)
+            advance(len(nodes))
+            if not (conn.get("pageInfo") or {}).get("hasNextPage"):
+                break
+            size = min(self.opt.page_size, size * 2)
+        now = self.now()
+        with self._tx(store, signer) as w:
+            for c in direct:
+                raw = w.put_raw(canonical_json(c), kind="github.commit", source=SRC)
+                w.put(m.direct_push_change(c, repo=repo, branch=branch, raw_sha256=raw,
+                                           collected_at=now))  # fmt: skip
+            w.set_cursor(SRC, f"{scope}:tip", tip)
+        res.direct_pushes += len(direct)
+        res.changes += len(direct)
+        advance(len(direct))
+
+    def _stored_landed(self, store: Store, repo: str, number: int) -> list[str] | None:
+        got = store.get(Change, f"{repo}#{number}")
+        return list(got[1].landed_shas) if got else None
+
+    def _overflow(self, nodes: list[dict[str, Any]]) -> None:
+        """Follow every nested connection that has more pages, batched per round."""
+        by_id = {str(n["id"]): n for n in nodes}
+        while True:
+            wanted: list[tuple[str, str, str]] = []
+            for node_id, pr in by_id.items():
+                for conn in q.OVERFLOW_FIELDS:
+                    holder = pr.get(conn) or {}
+                    if conn == "statusCheckRollup":
+                        holder = holder.get("contexts") or {}
+                    page = holder.get("pageInfo") or {}
+                    if not page.get("hasNextPage"):
+                        continue
+                    if conn == "files" and int(pr.get("changedFiles") or 0) > m.MAX_FILES:
+                        page["hasNextPage"] = False  # GitHub cannot list them all: partial
+                        continue
+                    wanted.append((node_id, conn, str(page["endCursor"])))
+            if not wanted:
+                return
+            data = self._gql(q.overflow_query(wanted), {}, kind="graphql:overflow")
+            for i, (node_id, conn, _) in enumerate(wanted):
+                got = (data.get(f"o{i}") or {}).get(conn) or {}
+                pr = by_id[node_id]
+                if conn == "statusCheckRollup":
+                    got = got.get("contexts") or {}
+                    holder = pr[conn]["contexts"]
+                else:
+                    holder = pr[conn]
+                holder["nodes"] = list(holder.get("nodes") or []) + list(got.get("nodes") or [])
+                holder["pageInfo"] = got.get("pageInfo") or {"hasNextPage": False}
+
+    def _renames(self, repo: str, nodes: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
+        """GraphQL has no previous path for renamed files; REST does (only for PRs with renames)."""
+        out: dict[int, dict[str, str]] = {}
+        for pr in nodes:
+            files = (pr.get("files") or {}).get("nodes") or []
+            if not any(f.get("changeType") == "RENAMED" for f in files):
+                continue
+            mapping: dict[str, str] = {}
+            for _, items in self.client.paginate(
+                f"/repos/{repo}/pulls/{pr['number']}/files", kind="rest:files", max_pages=30
+            ):
+                for it in items:
+                    if it.get("previous_filename"):
+                        mapping[str(it["filename"])] = str(it["previous_filename"])
+            out[int(pr["number"])] = mapping
+        return out
+
+    def _logs(self, repo: str, nodes: list[dict[str, Any]]) -> dict[int, bytes]:
+        """Log archives of the CI runs behind each PR's checks (GitHub keeps them 90 days)."""
+        runs: set[int] = set()
+        for pr in nodes:
+            for n in m._rollup(pr):
+                run = m.workflow_run(n)
+                if run is not None:
+                    runs.add(int(run["databaseId"]))
+        out: dict[int, bytes] = {}
+        for rid in sorted(runs):
+            try:
+                resp = self.client.request(
+                    "GET", f"/repos/{repo}/actions/runs/{rid}/logs", kind="rest:logs",
+                    expect_json=False,
+                )  # fmt: skip
+            except SourceError:
+                continue  # expired or not readable: the check keeps log_sha256=None
+            if resp.status == 200 and resp.content:
+                out[rid] = resp.content
+        return out
+
+    # --- deployments -----------------------------------------------------------------------
+
+    def _collect_deployments(self, store: Store, signer: Any, repo: str, res: RepoResult) -> None:
+        owner, name = split_repo(repo)
+        after = store.cursor(SRC, f"{repo}:deployments")
+        safe = after
+        settled = True
+        while True:
+            data = self._gql(
+                q.DEPLOYMENTS,
+                {"owner": owner, "name": name, "first": 50, "after": after},
+                kind="graphql:deployments",
+            )
+            conn = (data.get("repository") or {}).get("deployments") or {}
+            nodes = [n for n in conn.get("nodes") or [] if n and n.get("databaseId")]
+            approvals: list[tuple[dict[str, Any], int, datetime, bytes, list[dict[str, Any]]]] = []
+            for n in nodes:
+                waited = m.waited_run_id(n)
+                if waited is None:
+                    continue
+                rid, at = waited
+                try:
+                    resp = self.client.request(
+                        "GET", f"/repos/{repo}/actions/runs/{rid}/approvals", kind="rest:approvals"
+                    )
+                except SourceError as exc:
+                    res.notes.append(f"approvals of run {rid} not readable: {exc.what}")
+                    continue
+                approvals.append((n, rid, at, resp.content, resp.json()))
+            now = self.now()
+            with self._tx(store, signer) as w:
+                for n in nodes:
+                    raw = w.put_raw(canonical_json(n), kind="github.deployment", source=SRC)
+                    w.put(m.deployment(n, repo=repo, raw_sha256=raw, collected_at=now))
+                for n, rid, at, body, items in approvals:
+                    raw = w.put_raw(body, kind="github.run_approvals", source=SRC,
+                                    media_type="application/json")  # fmt: skip
+                    for a in m.approvals(items, repo=repo, run_id=rid, commit_sha=str(n["commitOid"]),
+                                         at=at, raw_sha256=raw, collected_at=now):  # fmt: skip
+                        w.put(a)
+                        res.approvals += 1
+                page = conn.get("pageInfo") or {}
+                final = all(
+                    str(n.get("state") or "") not in ("PENDING", "QUEUED", "IN_PROGRESS", "WAITING")
+                    for n in nodes
+                )
+                settled = settled and final
+                if settled and page.get("endCursor"):
+                    safe = str(page["endCursor"])
+                if safe:
+                    w.set_cursor(SRC, f"{repo}:deployments", safe)
+            res.deployments += len(nodes)
+            if not (conn.get("pageInfo") or {}).get("hasNextPage"):
+                return
+            after = str(conn["pageInfo"]["endCursor"])
+
+    # --- configuration ---------------------------------------------------------------------
+
+    def _cached_get(
+        self, store: Store, path: str, kind: str, etags: dict[str, str]
+    ) -> tuple[Response | None, bytes | None]:
+        """ETag-conditional GET. Returns (response or None if unreadable, current body)."""
+        state_raw = store.cursor(SRC, f"etag:{path}")
+        state = msgspec.json.decode(state_raw) if state_raw else {}
+        try:
+            resp = self.client.request("GET", path, kind=kind, etag=state.get("etag"))
+        except NotReadable:
+            return None, None
+        if resp.not_modified:
+            return resp, _locker_body(store, str(state.get("sha")))
+        if resp.etag:
+            etags[path] = msgspec.json.encode(
+                {"etag": resp.etag, "sha": hashlib.sha256(resp.content).hexdigest()}
+            ).decode()
+        return resp, resp.content
+
+    def _collect_config(
+        self,
+        store: Store,
+        signer: Any,
+        repo: str,
+        branches: list[str],
+        default: str | None,
+        probe: dict[str, Any],
+        res: RepoResult,
+    ) -> None:
+        etags: dict[str, str] = {}
+        bodies: dict[str, bytes] = {}
+
+        def get(path: str, kind: str) -> Any:
+            _resp, body = self._cached_get(store, path, kind, etags)
+            if body is None:
+                return None
+            bodies[path] = body
+            return msgspec.json.decode(body)
+
+        classic: dict[str, Any] = {}
+        readable = True
+        for b in branches:
+            body = get(f"/repos/{repo}/branches/{b}/protection", "rest:protection")
+            if body is not None:
+                classic[b] = body
+        bpr = (probe.get("branchProtectionRules") or {}).get("nodes") or []
+        if bpr and not classic:
+            readable = False  # rules exist (GraphQL) but REST refused: the token lacks admin
+            res.notes.append(
+                f"{repo}: classic branch protection exists but is not readable "
+                "(needs Administration: read)"
+            )
+        summaries = get(f"/repos/{repo}/rulesets?includes_parents=true", "rest:rulesets") or []
+        rulesets = []
+        for s in summaries:
+            detail = get(f"/repos/{repo}/rulesets/{s['id']}", "rest:ruleset")
+            if detail is not None:
+                rulesets.append(detail)
+        envs = (get(f"/repos/{repo}/environments", "rest:environments") or {}).get(
+            "environments"
+        ) or []
+        retention = get(
+            f"/repos/{repo}/actions/permissions/artifact-and-log-retention", "rest:retention"
+        )
+        days = (
+            int(retention["days"]) if isinstance(retention, dict) and "days" in retention else None
+        )
+        suites_path = f"/repos/{repo}/rulesets/rule-suites?rule_suite_result=bypass&per_page=100"
+        try:
+            suites_resp = self.client.request("GET", suites_path, kind="rest:rule-suites")
+            suites: list[dict[str, Any]] = suites_resp.json()
+            suites_body = suites_resp.content
+        except SourceError:
+            suites, suites_body = [], b""
+            res.notes.append(f"{repo}: rule-suite bypasses not readable (needs repository admin)")
+        now = self.now()
+        with self._tx(store, signer) as w:
+            raw = w.put_raw(canonical_json({k: msgspec.json.decode(v) for k, v in sorted(bodies.items())}),
+                            kind="github.configuration", source=SRC)  # fmt: skip
+            prov = Provenance(source=SRC, occurred_at=now, collected_at=now, raw_sha256=raw)
+            latest = _latest_snapshots(store, repo)
+            snaps: list[ProtectionSnapshot] = []
+            for b in branches:
+                layers: list[ProtectionRule] = []
+                if b in classic:
+                    layers.append(m.classic_layer(classic[b]))
+                layers.extend(
+                    m.ruleset_layer(rs) for rs in rulesets if m.ruleset_applies(rs, b, default)
+                )
+                snaps.append(ProtectionSnapshot(repo=repo, branch=b, layers=tuple(layers),
+                                            log_retention_days=days, readable=readable,
+                                            provenance=prov))  # fmt: skip
+            for env in envs:
+                snaps.append(ProtectionSnapshot(repo=repo, branch=f"environment:{env.get('name')}",
+                                                layers=(m.environment_layer(env),),
+                                                log_retention_days=days, provenance=prov))  # fmt: skip
+            for snap in snaps:
+                # a snapshot is an observation of a change in configuration: an unchanged one
+                # (re-observed by a resumed run) adds nothing
+                if latest.get(snap.branch) != _config_key(snap):
+                    w.put(snap)
+                    res.snapshots += 1
+            if suites_body:
+                sraw = w.put_raw(suites_body, kind="github.rule_suites", source=SRC,
+                                 media_type="application/json")  # fmt: skip
+                for item in suites:
+                    if item.get("result") == "bypass" and item.get("pushed_at"):
+                        w.put(m.rule_suite_bypass(item, repo=repo, raw_sha256=sraw,
+                                                  collected_at=now))  # fmt: skip
+                        res.bypasses += 1
+            for path, state in etags.items():
+                w.set_cursor(SRC, f"etag:{path}", state)
+
+    def collect_org(self, store: Store, signer: Any, org: str, repos: list[str]) -> list[str]:
+        """Organisation-wide evidence: audit-log policy overrides, team membership."""
+        notes: list[str] = []
+        probe = next((self._probes[r] for r in repos if r in self._probes), {})
+        if (probe.get("owner") or {}).get("__typename") == "User":
+            return notes
+        now = self.now()
+        path = f"/orgs/{org}/audit-log?phrase=action:protected_branch.policy_override&per_page=100"
+        events: list[dict[str, Any]] = []
+        body = b""
+        try:
+            resp = self.client.request("GET", path, kind="rest:audit-log")
+            events = resp.json()
+            body = resp.content
+        except SourceError:
+            notes.append(
+                f"the audit log of {org} is not readable, so protected_branch.policy_override "
+                "events were NOT checked (needs GitHub Enterprise Cloud and an organisation "
+                "owner token with read:audit_log)"
+            )
+        teams: dict[str, bytes] = {}
+        for team in sorted(self.settings.teams):
+            try:
+                r = self.client.request("GET", f"/orgs/{org}/teams/{team}/members?per_page=100",
+                                        kind="rest:team")  # fmt: skip
+                teams[team] = r.content
+            except SourceError:
+                notes.append(f"team {org}/{team} is not readable; settings' [teams] used instead")
+        if not body and not teams:
+            return notes
+        with self._tx(store, signer) as w:
+            if body:
+                raw = w.put_raw(
+                    body, kind="github.audit_log", source=SRC, media_type="application/json"
+                )
+                for ev in events if isinstance(events, list) else []:
+                    bp = m.audit_bypass(ev, raw_sha256=raw, collected_at=now)
+                    if bp is not None:
+                        w.put(bp)
+            for team, tbody in teams.items():
+                raw = w.put_raw(
+                    tbody, kind="github.team", source=SRC, media_type="application/json"
+                )
+                members = tuple(sorted(str(u["login"]) for u in msgspec.json.decode(tbody)))
+                if _latest_team(store, team) == members:
+                    continue  # unchanged membership: nothing new observed
+                w.put(TeamMembership(team=team, members=members, provenance=Provenance(
+                    source=SRC, occurred_at=now, collected_at=now, raw_sha256=raw)))  # fmt: skip
+        return notes
+
+
+class NotReadable(SourceError):
+    """The token may not read this (403/404 on an optional endpoint)."""
+
+
+def _config_key(snap: ProtectionSnapshot) -> bytes:
+    return canonical_json([snap.layers, snap.log_retention_days, snap.readable])
+
+
+def _latest_snapshots(store: Store, repo: str) -> dict[str, bytes]:
+    out: dict[str, bytes] = {}
+    for _, snap in store.iter_records(ProtectionSnapshot, repo=repo):
+        out[snap.branch] = _config_key(snap)  # time order: the last one wins
+    return out
+
+
+def _latest_team(store: Store, team: str) -> tuple[str, ...] | None:
+    found: tuple[str, ...] | None = None
+    for _, t in store.iter_records(TeamMembership):
+        if t.team == team:
+            found = t.members
+    return found
+
+
+def _locker_body(store: Store, digest: str) -> bytes | None:
+    o = schema.locker_objects
+    with store.connect() as conn:
+        row = conn.execute(sa.select(o.c.body).where(o.c.digest == digest)).first()
+    return None if row is None else bytes(row[0])
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+def split_repo(repo: str) -> tuple[str, str]:
+    parts = repo.split("/")
+    if len(parts) != 2 or not all(parts):
+        raise SourceError(
+            f"{repo!r} is not a GitHub repository name",
+            expected="owner/name, e.g. octo-org/api",
+        )
+    return parts[0], parts[1]
+
+
+def repo_not_found(repo: str) -> SourceError:
+    return SourceError(
+        f"repository {repo} was not found or this token cannot see it",
+        expected="an existing repository the token can read",
+        hint="check the name (owner/name); for a private repository grant the token "
+        "`repo` scope (classic) or Contents/Pull requests read access (fine-grained / App)",
+    )
+
+
+def graphql_error(errors: Any, url: str, variables: dict[str, Any]) -> SourceError:
+    """A GraphQL error inside an HTTP 200 → one clear message."""
+    first = errors[0] if isinstance(errors, list) and errors else {}
+    etype = str(first.get("type") or "")
+    msg = str(first.get("message") or errors)
+    repo = f"{variables.get('owner')}/{variables.get('name')}"
+    if etype == "NOT_FOUND" and variables.get("owner"):
+        return repo_not_found(repo)
+    if etype in ("INSUFFICIENT_SCOPES", "FORBIDDEN"):
+        return SourceError(
+            f"the token may not read what the GitHub query needs: {msg}",
+            expected="read access to contents, pull requests, checks, actions and deployments",
+            hint="grant the classic token `repo` (and `read:org`) scopes, or give the "
+            "fine-grained token / App read access to those permissions",
+        )
+    if etype in ("RATE_LIMITED",):
+        return TransientError(f"GitHub GraphQL rate limit: {msg}", hint="run again after the reset")
+    return SourceError(
+        f"GitHub GraphQL query failed at {url}: {msg}",
+        hint="run with --verbose; if it persists, report it with the message above",
+    )
+
+
+def github_error_mapper(resp: Any, url: str) -> SourceError | None:
+    """HTTP errors → messages that say what is missing and how to grant it."""
+    status = resp.status_code
+    try:
+        message = str(msgspec.json.decode(resp.content).get("message", ""))
+    except Exception:
+        message = resp.content[:80].decode("utf-8", "replace")
+    if status == 401:
+        return SourceError(
+            f"GitHub rejected the token ({url}: {message or 'Bad credentials'})",
+            expected="a valid token in the environment variable (default GITHUB_TOKEN) or a "
+            "GitHub App configured under [github]",
+            hint="create a token at Settings → Developer settings → Personal access tokens "
+            "and export it, e.g. `export GITHUB_TOKEN=…`",
+        )
+    if status == 403:
+        need = resp.headers.get("x-accepted-oauth-scopes") or resp.headers.get(
+            "x-accepted-github-permissions"
+        )
+        have = resp.headers.get("x-oauth-scopes")
+        return NotReadable(
+            f"GitHub refused {url} (HTTP 403: {message})"
+            + (f"; needs {need}" if need else "")
+            + (f", the token has {have or 'no scopes'}" if have is not None else ""),
+            expected="a token allowed to read this",
+            hint=f"grant the token {need or 'the missing permission'} and run again",
+        )
+    if status == 404:
+        return NotReadable(
+            f"{url} was not found (HTTP 404: {message})",
+            hint="check the repository name and that the token can see it",
+        )
+    return None
