@@ -14,6 +14,7 @@ import io
 import re
 import shutil
 import tempfile
+import time
 import zipfile
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -119,6 +120,7 @@ class AuditResult:
     sample: list[str]
     deviations: list[str]
     files: int
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -192,17 +194,29 @@ def run_audit(
             expected="a new or empty folder, so no old file can slip into the signed package",
             hint="choose another --out, or remove the old package first",
         )
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
     pop = build_population(
         store, settings, start=req.start, end=req.end, now=req.now, repos=req.repos, advance=advance
     )
+    lap("population")
     plans, chosen = _choose(pop, req)
     sampled = _gather(store, settings, pop, chosen)
+    lap("sample")
     counts = _evaluate(store, settings, req, pop, sampled)
     attributes = _attributes(sampled)
+    lap("evaluate")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        ctx = _write(
+        _write(
             store,
             settings,
             signer,
@@ -214,7 +228,9 @@ def run_audit(
             attributes,
             tmp,
             settings_text,
+            timings,
         )
+        lap("write")
         manifest_sha = _sign(signer, tmp, req)
         if out.exists():
             out.rmdir()
@@ -225,8 +241,8 @@ def run_audit(
     zip_path = None
     if req.zip:
         zip_path = write_zip(out)
+    lap("sign_and_zip")
     files = sum(1 for p in out.rglob("*") if p.is_file())
-    del ctx
     return AuditResult(
         out=out,
         zip_path=zip_path,
@@ -237,6 +253,7 @@ def run_audit(
         sample=[s.row.id for s in sampled],
         deviations=[s.row.id for s in sampled if s.deviates],
         files=files,
+        timings=timings,
     )
 
 
@@ -451,6 +468,7 @@ def _write(
     attributes: list[str],
     root: Path,
     settings_text: bytes | None,
+    timings: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     from changeproof import controls
     from changeproof.audit import oscal, render
@@ -730,7 +748,10 @@ def _write(
     for s in sampled:
         _put(root, f"changes/{s.slug}.html", render.change_html(ctx, s))
     if req.pdf:
+        t = time.perf_counter()
         _put(root, "summary.pdf", render.pdf(ctx))
+        if timings is not None:
+            timings["pdf"] = round(time.perf_counter() - t, 3)
     ap, ar = oscal.documents(req, settings, pop, plans, sampled, attributes, audit, root)
     _put(root, "oscal/assessment-plan.json", _json(ap))
     _put(root, "oscal/assessment-results.json", _json(ar))

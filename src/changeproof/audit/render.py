@@ -440,7 +440,7 @@ def index_html(ctx: dict[str, Any]) -> bytes:
 
 
 PRINT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Audit summary — {{ org }}</title>
-<style>{{ css }} @page{size:A4 landscape;margin:14mm} body{font-size:10pt;max-width:none;margin:0} table{font-size:7.5pt} td,th{padding:2px 3px}</style></head><body>
+<style>{{ css }} @page{size:A4 landscape;margin:14mm} body{font-size:10pt;max-width:none;margin:0} table{font-size:7.5pt;table-layout:fixed;width:100%} td,th{padding:2px 3px;overflow-wrap:anywhere} dl{display:block} dt{float:left;width:9rem;clear:left} dd{margin-left:10rem}</style></head><body>
 <h1>Change-management audit — {{ org }}</h1>
 <dl><dt>Period</dt><dd>{{ period }}</dd><dt>Scope</dt><dd>{{ pop.repos|join(", ") }}</dd>
 <dt>Population</dt><dd>{{ pop.counts.changes }} change(s) ({{ pop.counts.standard }} standard, {{ pop.counts.emergency }} emergency); population.csv sha256 {{ audit.population.csv_sha256 }}</dd>
@@ -456,8 +456,8 @@ PRINT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Aud
 <h2>Worksheet</h2>
 <table><tr><th>change</th><th>population</th>{% for a in attributes %}<th>{{ a }}</th>{% endfor %}<th>deviation</th></tr>
 {% for s in sampled %}<tr><td>{{ s.row.id }}</td><td>{{ s.row.population }}</td>{% for a in attributes %}<td>{{ s.cells[a][0]|o }}</td>{% endfor %}<td>{{ "yes" if s.deviates else "no" }}</td></tr>{% endfor %}</table>
-{% if deviations %}<h2>Deviations</h2><table><tr><th>change</th><th>attribute</th><th>reason</th></tr>
-{% for s in deviations %}{% for a in attributes %}{% if s.cells[a][0] in ("fail", "indeterminate") %}<tr><td>{{ s.row.id }}</td><td>{{ a }}</td><td>{{ s.cells[a][1] }}</td></tr>{% endif %}{% endfor %}{% endfor %}</table>{% endif %}
+{% if deviations %}<h2>Deviations</h2><table><col style="width:14%"><col style="width:9%"><col><tr><th>change</th><th>attribute</th><th>reason</th></tr>
+{% for s in deviations %}{% for a in attributes %}{% if s.cells[a][0] in ("fail", "indeterminate") %}<tr><td>{{ s.row.id }}</td><td>{{ a }}</td><td>{{ s.cells[a][1]|truncate(300) }}</td></tr>{% endif %}{% endfor %}{% endfor %}</table>{% endif %}
 </body></html>
 """
 
