@@ -599,14 +599,14 @@ class Scan(Record, frozen=True, kw_only=True):
             raise ValueError("scan.repo must not be empty")
 
 
-class FindingObservation(Record, frozen=True, kw_only=True):
+class FindingObservation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """One finding as one scan reported it. Lifecycles are derived from these, never stored.
 
-    Identity (changeproof.vuln.identity) uses repo, target, ecosystem, package and the advisory
-    id with its aliases — never the installed version or the severity.
+    Stored in :class:`ScanFindings` batches (one row per up to 1,000 findings, so ingesting
+    scanner output streams at tens of thousands of findings per second). Identity
+    (changeproof.vuln.identity) uses repo, target, ecosystem, package and the advisory id with
+    its aliases — never the installed version or the severity.
     """
-
-    kind: ClassVar[str] = "finding"
 
     id: str  # "<scan id>/<n>"
     repo: str
@@ -637,7 +637,6 @@ class FindingObservation(Record, frozen=True, kw_only=True):
     status_at: datetime | None = None
     alert_created_at: datetime | None = None  # Dependabot: when GitHub first raised the alert
     known_exploited: bool = False
-    provenance: Provenance
 
     def __post_init__(self) -> None:
         _require_aware("scanned_at", self.scanned_at)
@@ -645,6 +644,19 @@ class FindingObservation(Record, frozen=True, kw_only=True):
         _require_aware("alert_created_at", self.alert_created_at)
         if not self.advisory_id:
             raise ValueError("a finding needs an advisory or rule id")
+
+
+class ScanFindings(Record, frozen=True, kw_only=True):
+    """A batch of the findings one scan reported (``part`` numbers batches from 0)."""
+
+    kind: ClassVar[str] = "scan_findings"
+
+    id: str  # "<scan id>/<part>"
+    repo: str
+    scan_id: str
+    part: int = 0
+    findings: tuple[FindingObservation, ...]
+    provenance: Provenance  # the scan's: the raw scanner output in the locker
 
 
 class RiskAcceptance(Record, frozen=True, kw_only=True):
@@ -874,7 +886,7 @@ RECORD_TYPES: tuple[type[Record], ...] = (
     PolicyApproval,
     GateDecision,
     Scan,
-    FindingObservation,
+    ScanFindings,
     RiskAcceptance,
     PlanRecord,
     ApplyRecord,

@@ -68,7 +68,6 @@ def obs(
         version=version,
         manifest="requirements.txt",
         tier=tier,
-        provenance=prov(at),
         **kw,  # type: ignore[arg-type]
     )
 

@@ -8,17 +8,34 @@ from datetime import datetime
 from changeproof.controls import RECORD_CONTROLS
 from changeproof.controls.base import Context
 from changeproof.controls.vuln import CriticalViaEmergency, FreshScans, PatchDeadline
-from changeproof.evidence import Actor, Emergency, Record, RetroReview
+from changeproof.evidence import (
+    Actor,
+    Emergency,
+    FindingObservation,
+    Record,
+    RetroReview,
+    ScanFindings,
+)
 from changeproof.outcomes import Outcome, Result
 from changeproof.settings import Settings
 from tests.vuln.build import REPO, accept, change, deploy, h, obs, prov, scan
 
 
-def ctx(now: datetime, **tables: Sequence[Record]) -> Context:
+def ctx(now: datetime, **tables: Sequence[Record | FindingObservation]) -> Context:
+    # findings are stored in per-scan batches
+    found = [f for f in tables.pop("finding", ()) if isinstance(f, FindingObservation)]
+    tables["scan_findings"] = [
+        ScanFindings(id=f"{f.scan_id}/{i}", repo=f.repo, scan_id=f.scan_id, part=i,
+                     findings=(f,), provenance=prov(f.scanned_at))
+        for i, f in enumerate(found)
+    ]  # fmt: skip
     return Context(
         settings=Settings(),
         now=now,
-        tables={k: tuple((f"{k}{i}", r) for i, r in enumerate(v)) for k, v in tables.items()},
+        tables={
+            k: tuple((f"{k}{i}", r) for i, r in enumerate(v) if isinstance(r, Record))
+            for k, v in tables.items()
+        },
     )
 
 
@@ -56,7 +73,7 @@ def test_vul1_outcomes() -> None:
 
 def test_vul2_critical_fix_through_emergency() -> None:
     c = change(7, h(20))
-    base: dict[str, Sequence[Record]] = {"finding": [obs("s1", h(0), tier="critical")], "scan": [scan("s1", h(0)), scan("s2", h(30))],
+    base: dict[str, Sequence[Record | FindingObservation]] = {"finding": [obs("s1", h(0), tier="critical")], "scan": [scan("s1", h(0)), scan("s2", h(30))],
             "change": [c], "deployment": [deploy(c, h(25))]}  # fmt: skip
     normal = results(CriticalViaEmergency(), ctx(h(40), **base))
     assert normal[0].outcome == Outcome.FAIL and "normal path" in normal[0].reasons[0]

@@ -17,11 +17,13 @@ _STATES = ["open", "fixed-not-deployed", "resolved", "accepted", "breached"]
 
 def load_states(store: Any, settings: Any, now: datetime, repo: str | None) -> list[Any]:
     """Read the evidence a patch board needs and compute the lifecycles (pure part)."""
-    from changeproof.evidence import Change, Deployment, FindingObservation, RiskAcceptance, Scan
+    from changeproof.evidence import Change, Deployment, RiskAcceptance, Scan, ScanFindings
     from changeproof.vuln.lifecycle import Linkage, compute_states
 
     scans = [s for _, s in store.iter_records(Scan, repo=repo)]
-    observations = list(store.iter_records(FindingObservation, repo=repo))
+    observations = [
+        (d, f) for d, batch in store.iter_records(ScanFindings, repo=repo) for f in batch.findings
+    ]
     acceptances = [a for _, a in store.iter_records(RiskAcceptance, repo=repo)]
     repos = {o.repo for _, o in observations}
     changes = [c for r in sorted(repos) for _, c in store.iter_records(Change, repo=r)]

@@ -18,15 +18,23 @@ from changeproof.evidence import (
     Change,
     Deployment,
     Emergency,
-    FindingObservation,
     RetroReview,
     RiskAcceptance,
     Scan,
+    ScanFindings,
 )
 from changeproof.outcomes import Outcome, Result
 from changeproof.vuln.lifecycle import FindingState, Linkage, compute_states
 
-_READS = ("finding", "scan", "risk_acceptance", "change", "deployment", "emergency", "retro_review")
+_READS = (
+    "scan_findings",
+    "scan",
+    "risk_acceptance",
+    "change",
+    "deployment",
+    "emergency",
+    "retro_review",
+)
 
 
 def _fmt(t: datetime | None) -> str:
@@ -58,7 +66,7 @@ def states_from(ctx: Context) -> list[FindingState]:
     if cached is not None and cached[0] is ctx:
         return cached[1]
     states = compute_states(
-        ((d, cast(FindingObservation, r)) for d, r in ctx.table("finding")),
+        ((d, f) for d, r in ctx.table("scan_findings") for f in cast(ScanFindings, r).findings),
         (cast(Scan, r) for _, r in ctx.table("scan")),
         (cast(RiskAcceptance, r) for _, r in ctx.table("risk_acceptance")),
         linkage_from(ctx),

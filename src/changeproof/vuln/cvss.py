@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 from changeproof.vuln.cvss4_table import MACROVECTOR_SCORES
@@ -430,8 +431,10 @@ def score_v4(vector: str, *, base_only: bool = True) -> Score:
     return Score("4.0", vector, _score_v4_metrics(m))
 
 
+@lru_cache(maxsize=65536)
 def score_vector(vector: str) -> Score:
-    """Score any supported vector by its prefix (v2 vectors carry none)."""
+    """Score any supported vector by its prefix (v2 vectors carry none). Cached: the same
+    advisory vectors recur across thousands of findings."""
     v = vector.strip()
     if v.startswith("CVSS:4.0/"):
         return score_v4(v)

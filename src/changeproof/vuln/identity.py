@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 
 _ECOSYSTEMS = {
     "pypi": "pypi",
@@ -106,6 +107,7 @@ MANIFESTS: dict[str, tuple[str, ...]] = {
 }
 
 
+@lru_cache(maxsize=4096)
 def norm_ecosystem(value: str | None) -> str:
     if not value:
         return ""
@@ -114,6 +116,7 @@ def norm_ecosystem(value: str | None) -> str:
     return _ECOSYSTEMS.get(low, _ECOSYSTEMS.get(base, base))
 
 
+@lru_cache(maxsize=65536)
 def norm_package(name: str, ecosystem: str) -> str:
     n = name.strip()
     if ecosystem == "pypi":

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from changeproof.errors import InputFormatError
-from changeproof.evidence import Provenance, Scan
+from changeproof.evidence import Provenance, Scan, ScanFindings
 from changeproof.settings import Settings
 from changeproof.store import Writer
 from changeproof.vuln.parsers import ParseContext, ParsedScan, parser_for
@@ -34,6 +34,9 @@ class FileResult:
     partial: bool
     by_tier: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+
+BATCH = 1000
 
 
 def make_scan_id(repo: str, scanner: str, raw_sha256: str, scanned_at: datetime | None) -> str:
@@ -64,8 +67,9 @@ def parse_bytes(
     settings: Settings,
     scanned_at: datetime | None = None,
     target: str | None = None,
+    raw_sha256: str | None = None,
 ) -> tuple[ParseContext, ParsedScan]:
-    raw = hashlib.sha256(data).hexdigest()
+    raw = raw_sha256 or hashlib.sha256(data).hexdigest()
     ctx = ParseContext(
         file=file,
         repo=repo,
@@ -79,18 +83,47 @@ def parse_bytes(
     return ctx, parser_for(scanner)(data, ctx)
 
 
-def write_parsed(
+def ingest_bytes(
     w: Writer,
     scanner: str,
     data: bytes,
+    *,
+    file: str,
+    repo: str,
+    now: datetime,
+    settings: Settings,
+    scanned_at: datetime | None = None,
+    partial: bool = False,
+    target: str | None = None,
+) -> FileResult:
+    """Keep the raw bytes, parse them whole, write the scan and its findings. Raising leaves
+    the caller's transaction to roll back everything, the raw bytes included."""
+    # the locker hashes the payload; reuse its digest rather than hashing it twice
+    raw = w.put_raw(data, kind=f"scan:{scanner}", source=scanner, media_type="application/json")
+    ctx, parsed = parse_bytes(
+        scanner,
+        data,
+        file=file,
+        repo=repo,
+        now=now,
+        settings=settings,
+        scanned_at=scanned_at,
+        target=target,
+        raw_sha256=raw,
+    )
+    return write_parsed(w, scanner, ctx, parsed, partial=partial, now=now)
+
+
+def write_parsed(
+    w: Writer,
+    scanner: str,
     ctx: ParseContext,
     parsed: ParsedScan,
     *,
     partial: bool,
     now: datetime,
 ) -> FileResult:
-    raw = w.put_raw(data, kind=f"scan:{scanner}", source=scanner, media_type="application/json")
-    assert raw == ctx.raw_sha256
+    raw = ctx.raw_sha256
     is_partial = partial or parsed.partial
     scan = Scan(
         id=ctx.scan_id,
@@ -118,8 +151,19 @@ def write_parsed(
     w.put(scan)
     tiers: dict[str, int] = {}
     for f in parsed.findings:
-        w.put(f)
         tiers[f.tier] = tiers.get(f.tier, 0) + 1
+    # findings go in batches: one row per BATCH findings, not one per finding
+    for part, i in enumerate(range(0, len(parsed.findings), BATCH)):
+        w.put(
+            ScanFindings(
+                id=f"{ctx.scan_id}/{part}",
+                repo=ctx.repo,
+                scan_id=ctx.scan_id,
+                part=part,
+                findings=tuple(parsed.findings[i : i + BATCH]),
+                provenance=scan.provenance,
+            )
+        )
     return FileResult(
         file=ctx.file,
         scan_id=ctx.scan_id,
@@ -150,18 +194,18 @@ def ingest_files(
 ) -> list[FileResult]:
     out = []
     for path in files:
-        data = read_file(path)
-        ctx, parsed = parse_bytes(
+        res = ingest_bytes(
+            w,
             scanner,
-            data,
+            read_file(path),
             file=str(path),
             repo=repo,
             now=now,
             settings=settings,
             scanned_at=scanned_at,
+            partial=partial,
             target=target,
         )
-        res = write_parsed(w, scanner, data, ctx, parsed, partial=partial, now=now)
         out.append(res)
         if on_file is not None:
             on_file(res)

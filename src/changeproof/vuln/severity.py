@@ -17,6 +17,7 @@ OSV ``MAL-*`` advisories (malicious packages) are critical whatever else is said
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from changeproof.evidence import SeverityInput, SeverityTier
 from changeproof.vuln.cvss import CvssError, band, score_vector
@@ -54,6 +55,14 @@ class Chosen:
         str  # "cvss:<src>", "score:<src>", "label:<src>", "cvss2:<src>", "malicious", "unscored"
     )
     needs_triage: bool = False
+
+
+@lru_cache(maxsize=65536)
+def choose_cached(
+    inputs: tuple[SeverityInput, ...], malicious: bool, unscored: SeverityTier
+) -> Chosen:
+    """:func:`choose` memoised: the same severity statements recur across many findings."""
+    return choose(inputs, advisory_ids=("MAL-",) if malicious else (), unscored=unscored)
 
 
 def choose(

@@ -17,11 +17,16 @@ from typing import Any, TypeVar
 import msgspec
 
 from changeproof.errors import InputFormatError
-from changeproof.evidence import FindingObservation, Provenance, SeverityInput, SeverityTier
+from changeproof.evidence import FindingObservation, SeverityInput, SeverityTier
 from changeproof.vuln.identity import norm_ecosystem, norm_package
-from changeproof.vuln.severity import choose
+from changeproof.vuln.severity import choose_cached
 
 T = TypeVar("T")
+
+
+def _any_mal(ids: tuple[str, ...] | list[str]) -> bool:
+    return any(a.upper().startswith("MAL-") for a in ids)
+
 
 _PATH_RE = re.compile(r" - at `(?P<path>[^`]*)`$")
 _BYTE_RE = re.compile(r"\(byte (?P<pos>\d+)\)")
@@ -40,7 +45,6 @@ class ParseContext:
     target: str | None = None  # --target, for formats that do not name what they scanned
     unscored: SeverityTier = "medium"
     _when: datetime | None = None
-    _prov: Provenance | None = None
     _n: int = 0
 
     def settle_time(self, scanner_time: datetime | None) -> tuple[datetime, str]:
@@ -51,12 +55,6 @@ class ParseContext:
         else:
             when, src = self.now, "ingest"
         self._when = when
-        self._prov = Provenance(
-            source=f"scan:{self.scan_id}",
-            occurred_at=when,
-            collected_at=self.now,
-            raw_sha256=self.raw_sha256,
-        )
         return when, src
 
     @property
@@ -75,9 +73,11 @@ class ParseContext:
         ecosystem: str = "",
         **kw: Any,
     ) -> FindingObservation:
-        assert self._prov is not None and self._when is not None, "settle_time() first"
-        ids = (advisory_id, *aliases)
-        chosen = choose(severities, advisory_ids=ids, unscored=self.unscored)
+        assert self._when is not None, "settle_time() first"
+        sev = tuple(severities)
+        chosen = choose_cached(
+            sev, advisory_id.upper().startswith("MAL-") or _any_mal(aliases), self.unscored
+        )
         self._n += 1
         eco = norm_ecosystem(ecosystem)
         return FindingObservation(
@@ -90,13 +90,12 @@ class ParseContext:
             aliases=tuple(sorted({a for a in aliases if a and a != advisory_id})),
             package=norm_package(package, eco),
             ecosystem=eco,
-            severities=tuple(severities),
+            severities=sev,
             score=chosen.score,
             score_version=chosen.version,
             severity_source=chosen.source,
             tier=chosen.tier,
             needs_triage=chosen.needs_triage,
-            provenance=self._prov,
             **kw,
         )
 

@@ -30,6 +30,7 @@ class _Event(msgspec.Struct):
 
 
 class _Range(msgspec.Struct):
+    type: str = ""
     events: list[_Event] = []
 
 
@@ -91,7 +92,8 @@ def _fixed_versions(v: _Vuln, name: str) -> list[str]:
         if a.package is not None and a.package.name and a.package.name != name:
             continue
         for r in a.ranges:
-            out.extend(e.fixed for e in r.events if e.fixed)
+            if r.type != "GIT":  # commit ranges: fixes are commit hashes, not versions
+                out.extend(e.fixed for e in r.events if e.fixed)
     return out
 
 
