@@ -52,9 +52,14 @@ def do_approve(
 
 
 def codes(
-    store: Store, s: Settings, start: datetime | None = None, end: datetime | None = None
+    store: Store,
+    s: Settings,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    now: datetime | None = None,
 ) -> list[str]:
-    return [f.code for f in policy_findings(store, s, Window(start, end), controls=FIXED_CONTROLS)]
+    found = policy_findings(store, s, Window(start, end), controls=FIXED_CONTROLS, now=now)
+    return [f.code for f in found]
 
 
 def test_approval_stores_the_exact_text_in_the_locker(store: Store, workspace: Workspace) -> None:
@@ -96,8 +101,12 @@ def test_approved_then_settings_change_then_new_version(store: Store, workspace:
     s2 = settings_v("1.1", approvals_n=2)
     do_approve(store, workspace, s2, T0 + timedelta(days=2))
     assert codes(store, s2) == []
-    # and going back to the old settings is covered by the old approval
-    assert codes(store, s1) == []
+    # going back to the old settings: approved once, but superseded by the version in force
+    f = policy_findings(store, s1, controls=FIXED_CONTROLS)
+    assert [x.code for x in f] == ["policy-superseded-in-use"]
+    assert "render version 1.0" in f[0].message and "version 1.1" in f[0].message
+    # before 1.1 took effect, the old settings were the policy in force
+    assert codes(store, s1, now=T0 + timedelta(days=1)) == []
 
 
 def test_text_change_without_settings_change(store: Store, workspace: Workspace) -> None:
@@ -126,6 +135,13 @@ def test_version_in_force_over_time(store: Store, workspace: Workspace) -> None:
     assert policy_in_force(store, T0) == a1
     assert policy_in_force(store, datetime(2026, 2, 15, tzinfo=UTC)) == a1
     assert policy_in_force(store, datetime(2026, 3, 1, tzinfo=UTC)) == a2
+    mid_feb = datetime(2026, 2, 15, tzinfo=UTC)
+    s2 = settings_v("2.0", 2, date(2026, 3, 1))
+    assert codes(store, s2, now=mid_feb) == []  # approved, pending its effective date
+    assert codes(store, settings_v("1.0"), now=mid_feb) == []  # still the version in force
+    assert codes(store, settings_v("1.0"), now=datetime(2026, 3, 2, tzinfo=UTC)) == [
+        "policy-superseded-in-use"
+    ]
     st = policy_status(
         store,
         settings_v("2.0", 2, date(2026, 3, 1)),

@@ -175,8 +175,9 @@ def status_cmd(ctx: click.Context, period: str | None, tz_name: str, fmt: str) -
     """Is the policy rendered from the current settings approved? Which versions were in force?
 
     Findings: never approved; settings (or the control catalogue) changed without a newly
-    approved version; a version number approved for two texts; a period with no approved
-    version in force; check runs judged by settings no approved version covered.
+    approved version; settings of a superseded version in use; a version number approved for
+    two texts; a period with no approved version in force; check runs judged by settings the
+    version in force was not approved for.
 
     \b
     Exit codes: 0 no findings, 1 findings, 2 error.

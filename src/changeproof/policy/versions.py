@@ -214,8 +214,13 @@ def policy_status(
     period: HasPeriod | None = None,
     *,
     controls: Iterable[Control] | None = None,
+    now: datetime | None = None,
 ) -> PolicyStatus:
-    """The current policy's approval state and the versions in force during ``period``."""
+    """The current policy's approval state and the versions in force during ``period``.
+
+    ``now`` decides which approved version is in force for the current settings (default:
+    the current time); a version approved with a later effective date is pending, not missing.
+    """
     p: HasPeriod = period or Window(None, None)
     history = approvals(store)
     md = render_markdown(settings, controls)
@@ -237,8 +242,26 @@ def policy_status(
             )
         )
     else:
-        approved_now = [a for a in history if a.document_sha256 == digest]
-        if not approved_now:
+        at = now or datetime.now(UTC)
+        force_now = in_force(history, at)
+        approved_text = [a for a in history if a.document_sha256 == digest]
+        pending = [a for a in approved_text if effective_from(a) > at]
+        if force_now is not None and force_now.document_sha256 != digest and approved_text:
+            if not pending:
+                old = max(approved_text, key=lambda a: a.approved_at)
+                findings.append(
+                    PolicyFinding(
+                        "policy-superseded-in-use",
+                        f"The settings in use render version {old.policy_version} (approved "
+                        f"{_day(old.approved_at)}), but version {force_now.policy_version}, "
+                        f"approved by {_who(force_now.approver)} on "
+                        f"{_day(force_now.approved_at)}, has superseded it: the checks enforce "
+                        f"rules that are no longer the policy in force.",
+                        "restore the settings of the version in force, or approve the settings "
+                        "in use as a new version",
+                    )
+                )
+        elif not approved_text:
             assert latest is not None
             if latest.settings_version != settings.version:
                 what = (
@@ -362,6 +385,7 @@ def policy_findings(
     period: HasPeriod | None = None,
     *,
     controls: Iterable[Control] | None = None,
+    now: datetime | None = None,
 ) -> list[PolicyFinding]:
     """Plain-language findings about the policy's approval over ``period`` (for audits)."""
-    return list(policy_status(store, settings, period, controls=controls).findings)
+    return list(policy_status(store, settings, period, controls=controls, now=now).findings)
