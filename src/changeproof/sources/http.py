@@ -219,8 +219,10 @@ class HttpClient:
                 headers["Content-Type"] = "application/json"
             self.stats.add(kind=kind, graphql=graphql)
             try:
+                # params=None, not {}: httpx replaces a URL's query string with the params given,
+                # which would turn a followed `Link: rel="next"` URL back into page 1
                 resp = self._client.request(
-                    method, url, params=params, content=content, headers=headers
+                    method, url, params=params or None, content=content, headers=headers
                 )
                 body = resp.content
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:

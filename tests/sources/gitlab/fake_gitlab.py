@@ -22,6 +22,7 @@ import httpx
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "gitlab"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+GQL_PAGE = 100  # nested connection size the GitLab source asks for
 
 
 def fixture(name: str) -> dict[str, Any]:
@@ -177,7 +178,10 @@ class MR:
             "diffStats": [{"path": f, "additions": 3, "deletions": 1} for f in self.files],
             "diffStatsSummary": {"fileCount": len(self.files)},
             "headPipeline": self.pipeline,
-            "notes": {"pageInfo": {"hasNextPage": False}, "nodes": notes},
+            "notes": {
+                "pageInfo": {"hasNextPage": len(notes) > GQL_PAGE},
+                "nodes": notes[:GQL_PAGE],
+            },
         }
 
 
@@ -413,6 +417,20 @@ class FakeGitLab:
                     }
                 ]
             )
+        if rest[0] == "merge_requests" and rest[2] in ("commits", "notes"):
+            mr = next(m for m in proj.mrs if m.iid == int(rest[1]))
+            if rest[2] == "commits":
+                return self._paged([c.rest() for c in mr.commits], q, request)
+            rest_notes = [
+                {
+                    "system": n["system"],
+                    "body": n["body"],
+                    "created_at": n["createdAt"],
+                    "author": n["author"],
+                }
+                for n in mr.node()["notes"]["nodes"]
+            ]
+            return self._paged(rest_notes, q, request)
         if rest[0] == "merge_requests" and rest[2] == "versions":
             mr = next(m for m in proj.mrs if m.iid == int(rest[1]))
             if len(rest) == 3:

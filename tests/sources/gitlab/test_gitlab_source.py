@@ -4,6 +4,7 @@ gitlab4j corpus examples, judged by the real controls."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -312,3 +313,36 @@ def test_approval_time_unknown_fails_closed(
     mr.approved_by = [BOB]  # approver known, but no activity note with the time
     collect(fake, store, workspace)
     assert outcomes(store, 16)["CM-REV-1"] == Outcome.INDETERMINATE
+
+
+def test_more_than_a_page_of_commits_and_notes_is_followed(
+    fake: FakeGitLab, proj: Project, store: Store, workspace: Workspace
+) -> None:
+    cs = proj.branch_commits(ALICE, 120)
+    cs[110].committer = CAROL  # beyond the first nested page: must still be a participant
+    proj.merge(18, ALICE, commits=cs, approvers=[CAROL])
+    collect(fake, store, workspace)
+    found = store.get(Change, "acme/app#18")
+    assert found is not None and len(found[1].commits) == 120
+    assert outcomes(store, 18)["CM-REV-2"] == Outcome.FAIL
+
+
+def test_cli_refuses_without_project_or_token(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEPROOF_")}
+    cmd = [sys.executable, "-m", "changeproof", "collect", "gitlab"]
+    r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and "no GitLab project" in r.stderr
+    r = subprocess.run(
+        [*cmd, "--project", "acme/app"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2 and "CHANGEPROOF_GITLAB_TOKEN" in r.stderr and "read_api" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -602,7 +602,28 @@ class GitLabSource:
         merged_at = _dt(n.get("mergedAt")) or _dt(group[-1].get("committed_date")) or now
         head = n.get("diffHeadSha")
         commits = [self._commit(c) for c in ((n.get("commits") or {}).get("nodes") or [])]
+        if ((n.get("commits") or {}).get("pageInfo") or {}).get("hasNextPage"):
+            # more than one GraphQL page of commits: take them all from REST, never truncate
+            commits = [
+                self._commit(c, rest=True)
+                for items, _ in self._pages(f"projects/{pid}/merge_requests/{mr.iid}/commits")
+                for c in items
+            ]
         notes = [x for x in ((n.get("notes") or {}).get("nodes") or []) if x.get("system")]
+        if ((n.get("notes") or {}).get("pageInfo") or {}).get("hasNextPage"):
+            notes = [
+                {
+                    "system": True,
+                    "body": x.get("body"),
+                    "createdAt": x.get("created_at"),
+                    "author": x.get("author"),
+                }
+                for items, _ in self._pages(
+                    f"projects/{pid}/merge_requests/{mr.iid}/notes", sort="asc"
+                )
+                for x in items
+                if x.get("system")
+            ]
         pushes = [x for x in notes if _is_push_note(x.get("body") or "")]
         timeline = [
             TimelineEvent(type="push", at=t, actor=_user(x.get("author")), detail=_first_line(x))
