@@ -178,8 +178,33 @@ def resource_diff(
     return out
 
 
-def _plans(ctx: Context) -> list[tuple[str, PlanRecord]]:
-    return [(d, p) for d, p in ctx.table("plan") if isinstance(p, PlanRecord)]
+class PlanIndex:
+    """The plan table by repository, digest and changes digest (built once per table)."""
+
+    def __init__(self, table: tuple[tuple[str, Any], ...]) -> None:
+        self.table = table  # kept: the cache below is keyed by its identity
+        self.by_repo: dict[str, list[tuple[str, PlanRecord]]] = {}
+        self.by_digest: dict[str, list[tuple[str, PlanRecord]]] = {}
+        self.by_changes: dict[str, list[tuple[str, PlanRecord]]] = {}
+        for d, p in table:
+            if isinstance(p, PlanRecord):
+                self.by_repo.setdefault(p.repo, []).append((d, p))
+                self.by_digest.setdefault(p.digest, []).append((d, p))
+                self.by_changes.setdefault(p.changes_digest, []).append((d, p))
+
+
+_INDEXES: dict[int, PlanIndex] = {}
+
+
+def plan_index(ctx: Context) -> PlanIndex:
+    """Memoised per plan table: many applies are judged against the same table."""
+    table = ctx.table("plan")
+    idx = _INDEXES.get(id(table))
+    if idx is None or idx.table is not table:
+        if len(_INDEXES) >= 4:
+            _INDEXES.clear()
+        idx = _INDEXES[id(table)] = PlanIndex(table)
+    return idx
 
 
 class PlanBeforeApply(RecordControl):
@@ -205,9 +230,12 @@ class PlanBeforeApply(RecordControl):
                     "(apply -auto-approve): nobody reviewed what it changed"
                 ],
             )
-        plans = [(d, p) for d, p in _plans(ctx) if p.repo == a.repo]
-        exact = [(d, p) for d, p in plans if p.digest == a.plan_digest]
-        same = [(d, p) for d, p in plans if p.changes_digest == a.changes_digest]
+        idx = plan_index(ctx)
+        plans = idx.by_repo.get(a.repo, [])
+        exact = [(d, p) for d, p in idx.by_digest.get(a.plan_digest, []) if p.repo == a.repo]
+        same = [
+            (d, p) for d, p in idx.by_changes.get(a.changes_digest or "", []) if p.repo == a.repo
+        ]
         match = exact or same
         ws_match = [(d, p) for d, p in match if p.workspace == a.workspace]
         if match and not ws_match:

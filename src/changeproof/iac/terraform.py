@@ -140,6 +140,8 @@ def mask(value: Any, sensitive: Any) -> Any:
     """Replace every value the sensitivity tree marks ``true`` with a fixed marker."""
     if sensitive is True:
         return MASK if value is not None else None
+    if not sensitive or b"true" not in msgspec.json.encode(sensitive):
+        return value  # nothing below is sensitive (the common case): no copy
     if isinstance(sensitive, dict) and isinstance(value, dict):
         return {k: mask(v, sensitive.get(k, False)) for k, v in value.items()}
     if isinstance(sensitive, list) and isinstance(value, list):
