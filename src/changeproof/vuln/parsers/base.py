@@ -25,7 +25,7 @@ T = TypeVar("T")
 
 
 def _any_mal(ids: tuple[str, ...] | list[str]) -> bool:
-    return any(a.upper().startswith("MAL-") for a in ids)
+    return any(a[:4].upper() == "MAL-" for a in ids)
 
 
 _PATH_RE = re.compile(r" - at `(?P<path>[^`]*)`$")
@@ -75,9 +75,8 @@ class ParseContext:
     ) -> FindingObservation:
         assert self._when is not None, "settle_time() first"
         sev = tuple(severities)
-        chosen = choose_cached(
-            sev, advisory_id.upper().startswith("MAL-") or _any_mal(aliases), self.unscored
-        )
+        mal = advisory_id[:4].upper() == "MAL-" or (bool(aliases) and _any_mal(aliases))
+        chosen = choose_cached(sev, mal, self.unscored)
         self._n += 1
         eco = norm_ecosystem(ecosystem)
         return FindingObservation(
@@ -87,7 +86,9 @@ class ParseContext:
             scanner=scanner,
             scanned_at=self._when,
             advisory_id=advisory_id,
-            aliases=tuple(sorted({a for a in aliases if a and a != advisory_id})),
+            aliases=tuple(sorted({a for a in aliases if a and a != advisory_id}))
+            if aliases
+            else (),
             package=norm_package(package, eco),
             ecosystem=eco,
             severities=sev,

@@ -44,13 +44,18 @@ class _Affected(msgspec.Struct):
     ranges: list[_Range] = []
 
 
+class _DbSpecific(msgspec.Struct):
+    severity: str | None = None
+
+
 class _Vuln(msgspec.Struct):
     id: str
     aliases: list[str] | None = None
     summary: str = ""
     severity: list[_Sev] | None = None
     affected: list[_Affected] | None = None
-    database_specific: dict[str, Any] | None = None
+    # only the GHSA label is read; the rest (often large) is skipped by the decoder
+    database_specific: _DbSpecific | Any = None
 
 
 class _Group(msgspec.Struct):
@@ -119,8 +124,9 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
                     for s in v.severity or ():
                         if s.type.startswith("CVSS") and s.score:
                             sev.append(SeverityInput(source=f"osv:{v.id}", vector=s.score))
-                    label = (v.database_specific or {}).get("severity")
-                    if isinstance(label, str) and label:
+                    ds = v.database_specific
+                    label = ds.severity if isinstance(ds, _DbSpecific) else None
+                    if label:
                         sev.append(SeverityInput(source=f"osv:{v.id}", label=label))
                     fixed.extend(_fixed_versions(v, p.package.name))
                 if g.max_severity:

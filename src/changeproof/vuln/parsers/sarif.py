@@ -136,6 +136,18 @@ def _severities(r: _Result, rule: _Rule | None) -> list[SeverityInput]:
     return [SeverityInput(source=f"sarif-level:{level}:non-security", label="info")]
 
 
+def _memo_sev(
+    memo: dict[tuple[int, str | None], list[SeverityInput]], r: _Result, rule: _Rule | None
+) -> list[SeverityInput]:
+    if r.properties:  # a result-level severity: not shared
+        return _severities(r, rule)
+    key = (id(rule), r.level)
+    hit = memo.get(key)
+    if hit is None:
+        hit = memo[key] = _severities(r, rule)
+    return hit
+
+
 def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _Doc, file=ctx.file, scanner=NAME, sniff=sniff)
     if doc.version != "2.1.0":
@@ -166,6 +178,8 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
         rules = drv.rules or []
         by_id = {r.id: r for r in rules}
         seen: set[tuple[str, str]] = set()
+        # results of one rule share its severity: compute it once per (rule, level)
+        sev_memo: dict[tuple[int, str | None], list[SeverityInput]] = {}
         for r in run.results or ():
             rule = _rule_of(r, rules, by_id)
             rid = r.ruleId or (r.rule.id if r.rule else None) or (rule.id if rule else None)
@@ -195,7 +209,7 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
                     advisory_id=rid,
                     package=where,
                     ecosystem=eco,
-                    severities=_severities(r, rule),
+                    severities=_memo_sev(sev_memo, r, rule),
                     category="code",
                     target=target,
                     manifest=uri or None,
