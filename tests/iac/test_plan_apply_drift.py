@@ -252,6 +252,7 @@ def test_applied_plan_differs_by_one_resource(
             "predate the plan",
         ),
         ({}, {"approvers": ()}, "fail", "0 of 1 required"),
+        ({"--at": "2025-10-21T13:00:00Z"}, {}, "fail", "after the apply"),
     ],
 )
 def test_apply_rules(
@@ -492,9 +493,22 @@ def test_drift_checks_and_age_limit(cli: Cli, workspace: Workspace) -> None:
     assert o["acme/infra:prod"][0] == "fail"
     assert "since 2026-03-05T06:00:00+00:00" in o["acme/infra:prod"][1]
     # an accepted-drift exception covers it (shown as exception, never pass)
-    cli.ok("record", "exception", "--control", "CM-IAC-3", "--subject", "acme/infra:prod",
-           "--reason", "drift accepted while the vendor fixes the provider", "--approver", "ciso",
-           "--at", "2026-03-12T00:00:00Z", "--expires", "2026-03-13T12:00:00Z")
+    cli.ok(
+        "record",
+        "exception",
+        "--control",
+        "CM-IAC-3",
+        "--subject",
+        "acme/infra:prod",
+        "--reason",
+        "drift accepted while the vendor fixes the provider",
+        "--approver",
+        "ciso",
+        "--at",
+        "2026-03-12T00:00:00Z",
+        "--expires",
+        "2026-03-13T12:00:00Z",
+    )
     assert outcome("2026-03-13T00:00:00Z")["acme/infra:prod"][0] == "exception"
     cli.ok(
         "ingest",

@@ -320,6 +320,15 @@ class PlanBeforeApply(RecordControl):
                 [f"the plan attached to {p.subject} errored or is not applyable"],
                 [d],
             )
+        if p.planned_at is not None and p.planned_at > a.applied_at:
+            return (
+                Outcome.FAIL,
+                [
+                    f"the plan attached to {p.subject} was made at {p.planned_at.isoformat()}, "
+                    f"after the apply at {a.applied_at.isoformat()}"
+                ],
+                [d],
+            )
         known: Mapping[str, Mapping[str, str]] = ctx.extra.get(APPROVALS_KEY, {})
         appr = approvals_from_details(known.get(p.subject) or {})
         if appr is None:
