@@ -449,7 +449,7 @@ CLI = [sys.executable, "-m", "changeproof"]
 def _cli(ws: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEPROOF_")}
     return subprocess.run(
-        [*CLI, "--home", str(ws.home), "--config", str(ws.config_path), *args],
+        [*CLI, "--home", str(ws.home), "--db", ws.db_url, "--config", str(ws.config_path), *args],
         capture_output=True,
         text=True,
         check=False,
