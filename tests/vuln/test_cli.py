@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import GitRepo
 from tests.vuln.corpus import DD, SAMPLES
 
 CLI = [sys.executable, "-m", "changeproof"]
@@ -54,3 +55,40 @@ def test_bad_file_ingests_nothing_from_any_file(tmp_path: Path) -> None:
     assert board["findings"] == []  # the good first file was rolled back too
     wrong = run(tmp_path, "ingest", "snyk", str(SAMPLES["pip-audit"]), "--repo", "acme/app")
     assert wrong.returncode == 2 and "changeproof ingest pip-audit" in wrong.stderr
+
+
+def test_fix_linked_to_change_and_production_deployment(tmp_path: Path, repo: GitRepo) -> None:
+    """The store path: the change that touched requirements.txt (from the commit index) and the
+    production deployment of its merge commit resolve the finding."""
+    repo.commit("pin deps", {"requirements.txt": "aiohttp==3.6.2"})
+    repo.branch("fix")
+    repo.commit("bump aiohttp", {"requirements.txt": "aiohttp==3.7.4"})
+    repo.checkout("main")
+    merge = repo.merge("fix", "Merge pull request #5 from acme/fix")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    assert run(proj, "collect", "git", str(repo.path), "--repo", "acme/app").returncode == 0
+    before = SAMPLES["pip-audit"]
+    doc = json.loads(before.read_text())
+    doc["dependencies"] = [d for d in doc["dependencies"] if d["name"] != "aiohttp"]
+    after = tmp_path / "after.json"
+    after.write_text(json.dumps(doc))
+    r = run(proj, "ingest", "pip-audit", str(before), "--repo", "acme/app",
+            "--scanned-at", "2025-12-31T12:00Z")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = run(proj, "ingest", "pip-audit", str(after), "--repo", "acme/app",
+            "--scanned-at", "2026-01-01T01:00Z")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    board = json.loads(
+        run(proj, "findings", "--format", "json", "--at", "2026-01-01T01:30Z").stdout
+    )
+    aio = next(f for f in board["findings"] if f["package"] == "aiohttp")
+    assert aio["state"] == "fixed-not-deployed" and aio["fix_change"] == "acme/app#5"
+    r = run(proj, "record", "deployment", "--env", "production", "--repo", "acme/app",
+            "--commit", merge, "--at", "2026-01-01T02:00Z")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    board = json.loads(run(proj, "findings", "--format", "json", "--at", "2026-01-02").stdout)
+    aio = next(f for f in board["findings"] if f["package"] == "aiohttp")
+    assert aio["state"] == "resolved" and aio["deployed_at"].startswith("2026-01-01T02:00")
+    assert aio["first_detected_at"].startswith("2025-12-31T12:00")
+    assert board["counts"] == {"open": 6, "resolved": 1}
