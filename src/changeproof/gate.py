@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from changeproof.controls.base import Context
 from changeproof.controls.deployment import (
@@ -44,9 +44,13 @@ from changeproof.evidence import (
     ShippedChange,
     TeamMembership,
     canonical_json,
+    sha256_bytes,
 )
 from changeproof.outcomes import Outcome
 from changeproof.settings import Settings
+
+if TYPE_CHECKING:
+    from changeproof.gate_store import GateStore
 
 # The change controls the gate enforces: review and testing (CONTROLS.md, CM-DEP-1).
 GATE_CONTROL_PREFIXES = ("CM-REV-", "CM-TST-")
@@ -448,120 +452,113 @@ def _emergency(
 # --- reading the evidence -------------------------------------------------------------------
 
 
-def load_evidence(store: object, req: GateRequest, settings: Settings) -> GateEvidence:
+def load_evidence(db: GateStore, req: GateRequest, settings: Settings) -> GateEvidence:
     """Read what one decision needs; constant in the size of the store except for the
-    changes actually shipped."""
+    changes actually shipped (found by first-parent position in the commit index)."""
     import msgspec
-    import sqlalchemy as sa
 
-    from changeproof.store import Store, schema
+    from changeproof.gate_store import in_list, records_of
 
-    assert isinstance(store, Store)
-    ci = schema.commit_index
-    ev_t = schema.evidence
     commit = req.commit.lower()
-    match = ci.c.sha == commit if len(commit) in (40, 64) else ci.c.sha.startswith(commit)
-    with store.connect() as conn:
-        rows = conn.execute(
-            sa.select(ci.c.sha, ci.c.branch, ci.c.change_key, ci.c.seq)
-            .where(ci.c.repo == req.repo, match)
-            .limit(3)
-        ).all()
-        if not rows:
-            known = conn.execute(sa.select(ci.c.repo).where(ci.c.repo == req.repo).limit(1)).first()
-            if known is None:
-                repos = [
-                    r[0] for r in conn.execute(sa.select(ci.c.repo).distinct().limit(10)).all()
-                ]
-                raise NotFoundError(
-                    f"no evidence for repository {req.repo!r} in the store",
-                    expected="a repository collected into this workspace"
-                    + (f" (known: {', '.join(repos)})" if repos else ""),
-                    hint="pass --repo as `changeproof collect` named it, or collect it first",
-                )
+    where = "sha = :sha" if len(commit) in (40, 64) else "sha LIKE :sha"
+    rows = db.rows(
+        "SELECT sha, branch, change_key, seq FROM commit_index "
+        f"WHERE repo = :repo AND {where} LIMIT 3",
+        {"repo": req.repo, "sha": commit if len(commit) in (40, 64) else commit + "%"},
+    )
+    if not rows:
+        known = db.rows("SELECT 1 FROM commit_index WHERE repo = :repo LIMIT 1", {"repo": req.repo})
+        if not known:
+            repos = [
+                str(r[0]) for r in db.rows("SELECT DISTINCT repo FROM commit_index LIMIT 10", {})
+            ]
             raise NotFoundError(
-                f"commit {req.commit} of {req.repo} is not in the store",
-                expected="a commit on a collected controlled branch",
-                hint="run `changeproof collect` after the merge and before the gate, "
-                "or check the SHA you deploy",
+                f"no evidence for repository {req.repo!r} in the store",
+                expected="a repository collected into this workspace"
+                + (f" (known: {', '.join(sorted(repos))})" if repos else ""),
+                hint="pass --repo as `changeproof collect` named it, or collect it first",
             )
-        branches = {r[1] for r in rows}
-        shas = {r[0] for r in rows}
-        if len(shas) > 1:
-            raise UsageError(
-                f"the abbreviated commit {req.commit} is ambiguous in {req.repo}",
-                expected="a longer or full SHA",
-            )
-        # a commit reachable from several controlled branches: prefer a controlled one
-        row = sorted(rows, key=lambda r: (not settings.is_controlled(req.repo, r[1]), r[1]))[0]
-        full_sha, branch, change_key, seq = str(row[0]), str(row[1]), str(row[2]), int(row[3])
-        deployments = [
+        raise NotFoundError(
+            f"commit {req.commit} of {req.repo} is not in the store",
+            expected="a commit on a collected controlled branch",
+            hint="run `changeproof collect` after the merge and before the gate, "
+            "or check the SHA you deploy",
+        )
+    if len({r[0] for r in rows}) > 1:
+        raise UsageError(
+            f"the abbreviated commit {req.commit} is ambiguous in {req.repo}",
+            expected="a longer or full SHA",
+        )
+    branches = {str(r[1]) for r in rows}
+    # a commit indexed on several branches: judge it on a controlled one
+    row = sorted(rows, key=lambda r: (not settings.is_controlled(req.repo, str(r[1])), str(r[1])))[
+        0
+    ]
+    full_sha, branch, change_key, seq = str(row[0]), str(row[1]), str(row[2]), int(row[3])
+    notes: list[str] = []
+    if len(branches) > 1:
+        notes.append(
+            f"commit is on several branches ({', '.join(sorted(branches))}); judged on {branch}"
+        )
+    deployments = [
+        (d, x) for d, x in records_of(db, Deployment, req.repo) if x.started_at <= req.now
+    ]
+    prods = sorted(
+        (
             (d, x)
-            for d, x in store.iter_records(Deployment, repo=req.repo)
-            if x.started_at <= req.now
-        ]
-        notes: list[str] = []
-        if len(branches) > 1:
-            notes.append(
-                f"commit is on several branches ({', '.join(sorted(branches))}); judged on {branch}"
-            )
-        prev_seq: int | None = None
-        previous: tuple[str, Deployment] | None = None
-        prods = sorted(
-            (
-                (d, x)
-                for d, x in deployments
-                if x.environment == req.environment and x.status == "success"
-            ),
-            key=lambda p: p[1].finished_at or p[1].started_at,
-            reverse=True,
+            for d, x in deployments
+            if x.environment == req.environment and x.status == "success"
+        ),
+        key=lambda p: p[1].finished_at or p[1].started_at,
+        reverse=True,
+    )
+    previous: tuple[str, Deployment] | None = None
+    prev_seq: int | None = None
+    for d, x in prods:
+        found = db.rows(
+            "SELECT seq FROM commit_index WHERE repo = :repo AND branch = :branch AND sha = :sha",
+            {"repo": req.repo, "branch": branch, "sha": x.commit_sha},
         )
-        for d, x in prods:
-            r = conn.execute(
-                sa.select(ci.c.seq).where(
-                    ci.c.repo == req.repo, ci.c.branch == branch, ci.c.sha == x.commit_sha
-                )
-            ).first()
-            if r is None:
-                notes.append(
-                    f"previous production deployment {x.id} shipped {x.commit_sha[:12]}, "
-                    f"which is not on {branch}; looked further back"
-                )
-                continue
-            previous, prev_seq = (d, x), int(r[0])
-            break
-        q = sa.select(ci.c.change_key).where(
-            ci.c.repo == req.repo, ci.c.branch == branch, ci.c.seq <= seq
-        )
-        if prev_seq is not None and prev_seq < seq:
-            q = q.where(ci.c.seq > prev_seq)
-        elif prev_seq is not None:
+        if not found:
             notes.append(
-                "redeploying or rolling back to a commit at or before the previous production "
-                "deployment: only its own change is judged"
+                f"previous production deployment {x.id} shipped {x.commit_sha[:12]}, "
+                f"which is not on {branch}; looked further back"
             )
-            q = q.where(ci.c.seq == seq)
-        keys = sorted({str(k) for (k,) in conn.execute(q)} | {change_key})
-        dec = msgspec.json.Decoder(Change)
-        shipped: list[tuple[str, Change]] = []
-        for i in range(0, len(keys), 500):
-            chunk = keys[i : i + 500]
-            for dig, body in conn.execute(
-                sa.select(ev_t.c.digest, ev_t.c.body).where(
-                    ev_t.c.kind == Change.kind, ev_t.c.key.in_(chunk)
-                )
-            ):
-                shipped.append((str(dig), dec.decode(body)))
+            continue
+        previous, prev_seq = (d, x), int(found[0][0])
+        break
+    sql = "SELECT change_key FROM commit_index WHERE repo = :repo AND branch = :branch"
+    params: dict[str, object] = {"repo": req.repo, "branch": branch, "seq": seq}
+    if prev_seq is not None and prev_seq < seq:
+        sql += " AND seq <= :seq AND seq > :prev"
+        params["prev"] = prev_seq
+    elif prev_seq is not None:
+        notes.append(
+            "redeploying or rolling back to a commit at or before the previous production "
+            "deployment: only its own change is judged"
+        )
+        sql += " AND seq = :seq"
+    else:
+        sql += " AND seq <= :seq"
+    keys = sorted({str(k) for (k,) in db.rows(sql, params)} | {change_key})
+    dec = msgspec.json.Decoder(Change)
+    shipped: list[tuple[str, Change]] = []
+    for i in range(0, len(keys), 500):
+        clause, kp = in_list("k", keys[i : i + 500])
+        for dig, body in db.rows(
+            f"SELECT digest, body FROM evidence WHERE kind = :kind AND key IN {clause}",
+            {"kind": Change.kind, **kp},
+        ):
+            shipped.append((str(dig), dec.decode(bytes(body))))
     shipped.sort(key=lambda p: p[1].merged_at)
     change = next((p for p in shipped if p[1].id == change_key), None)
     if change is None:
         raise NotFoundError(f"the change {change_key} indexed for {full_sha[:12]} is missing")
     approvals = [
         (d, a)
-        for d, a in store.iter_records(DeploymentApproval, repo=req.repo)
+        for d, a in records_of(db, DeploymentApproval, req.repo)
         if a.environment == req.environment
     ]
-    ctx = gate_context(store, settings, req.now, req.repo, branch)
     return GateEvidence(
         commit=full_sha,
         branch=branch,
@@ -570,33 +567,30 @@ def load_evidence(store: object, req: GateRequest, settings: Settings) -> GateEv
         previous=previous,
         deployments=tuple(deployments),
         approvals=tuple(approvals),
-        context=ctx,
+        context=gate_context(db, settings, req.now, req.repo),
         notes=tuple(notes),
     )
 
 
-def gate_context(
-    store: object, settings: Settings, now: datetime, repo: str, branch: str
-) -> Context:
+def gate_context(db: GateStore, settings: Settings, now: datetime, repo: str) -> Context:
     """The evaluation context for the change controls, limited to what this repository needs."""
     from changeproof.controls import CHANGE_CONTROLS
     from changeproof.evidence import record_type
-    from changeproof.store import Store
+    from changeproof.gate_store import records_of
 
-    assert isinstance(store, Store)
-    exceptions = tuple(store.iter_records(ExceptionGrant))
-    emergencies = {e.id: (d, e) for d, e in store.iter_records(Emergency, repo=repo)}
+    exceptions = tuple(records_of(db, ExceptionGrant))
+    emergencies = {e.id: (d, e) for d, e in records_of(db, Emergency, repo)}
     retro: dict[str, list[tuple[str, RetroReview]]] = {}
-    for d, r in store.iter_records(RetroReview):
+    for d, r in records_of(db, RetroReview):
         retro.setdefault(r.subject, []).append((d, r))
     teams: dict[str, list[tuple[str, TeamMembership]]] = {}
-    for d, t in store.iter_records(TeamMembership):
+    for d, t in records_of(db, TeamMembership):
         teams.setdefault(t.team, []).append((d, t))
     prot: dict[tuple[str, str], list[tuple[str, ProtectionSnapshot]]] = {}
-    for d, p in store.iter_records(ProtectionSnapshot, repo=repo):
+    for d, p in records_of(db, ProtectionSnapshot, repo):
         prot.setdefault((p.repo, p.branch), []).append((d, p))
     kinds = sorted({k for c in CHANGE_CONTROLS for k in getattr(c, "reads", ())})
-    tables = {k: tuple(store.iter_records(record_type(k), repo=repo)) for k in kinds}
+    tables = {k: tuple(records_of(db, record_type(k), repo)) for k in kinds}
     return Context(
         settings=settings,
         now=now,
@@ -685,8 +679,7 @@ class Recorded:
 
 
 def record(
-    store: object,
-    signer: object,
+    db: GateStore,
     v: Verdict,
     mode: Literal["store", "live"] = "store",
     *,
@@ -699,43 +692,36 @@ def record(
     (live mode: the mapped GitHub records and the raw responses they came from)."""
     import msgspec
 
-    from changeproof.locker import Locker, Signer
-    from changeproof.store import Store
-
-    assert isinstance(store, Store) and isinstance(signer, Signer)
-    with store.writer(Locker(signer)) as w:
-        if extra_raw is not None:
-            w.put_raw(extra_raw, kind="github.live", source="github", media_type="application/json")
-        for r in extra:
-            w.put(r)
-        raw = raw_payload(v, mode)
-        sha = w.put_raw(raw, kind="gate.decision", source="gate", media_type="application/json")
-        rec = decision_record(v, sha, mode)
-        dig = w.put(rec)
-        em = None
-        em_dig = None
-        if v.emergency is not None:
-            em_raw = canonical_json(
-                {
-                    "type": "changeproof.emergency.declaration/v1",
-                    "gate_decision": rec.id,
-                    **msgspec.to_builtins(v.emergency),
-                }
-            )
-            em_sha = w.put_raw(
-                em_raw, kind="emergency.declaration", source="gate", media_type="application/json"
-            )
-            em = msgspec.structs.replace(
-                v.emergency,
-                provenance=Provenance(
-                    source="gate",
-                    occurred_at=v.request.now,
-                    collected_at=v.request.now,
-                    raw_sha256=em_sha,
-                ),
-            )
-            em_dig = w.put(em)
-    return Recorded(rec, dig, em, em_dig)
+    raws: list[tuple[bytes, str, str]] = []
+    if extra_raw is not None:
+        raws.append((extra_raw, "github.live", "github"))
+    raw = raw_payload(v, mode)
+    raws.append((raw, "gate.decision", "gate"))
+    rec = decision_record(v, sha256_bytes(raw), mode)
+    records: list[Record] = [*extra, rec]
+    em = None
+    if v.emergency is not None:
+        em_raw = canonical_json(
+            {
+                "type": "changeproof.emergency.declaration/v1",
+                "gate_decision": rec.id,
+                **msgspec.to_builtins(v.emergency),
+            }
+        )
+        raws.append((em_raw, "emergency.declaration", "gate"))
+        em = msgspec.structs.replace(
+            v.emergency,
+            provenance=Provenance(
+                source="gate",
+                occurred_at=v.request.now,
+                collected_at=v.request.now,
+                raw_sha256=sha256_bytes(em_raw),
+            ),
+        )
+        records.append(em)
+    digests = db.write(raws, records)
+    n = len(records) - (2 if em is not None else 1)
+    return Recorded(rec, digests[n], em, digests[n + 1] if em is not None else None)
 
 
 # --- rendering ------------------------------------------------------------------------------

@@ -421,10 +421,11 @@ def run_live(
         gh.close()
     verdict = decide(req, ev, settings)
     from changeproof.gate import record
+    from changeproof.gate_store import SqlAlchemyGateStore
 
-    store = ws.open_store()
+    db = SqlAlchemyGateStore(ws.open_store(), ws.signer)  # creates the workspace if needed
     try:
-        rec = record(store, ws.signer(), verdict, "live", extra=records, extra_raw=raw)
+        rec = record(db, verdict, "live", extra=records, extra_raw=raw)
     finally:
-        store.close()
+        db.close()
     return verdict, rec

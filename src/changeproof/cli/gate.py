@@ -28,11 +28,11 @@ def _nonempty(name: str, value: str | None) -> str | None:
     return value.strip() if value is not None else None
 
 
-def default_repo(settings: Any, store: Any) -> str:
+def default_repo(settings: Any, db: Any) -> str:
     names = [r.name for r in settings.repositories]
     if len(names) == 1:
         return str(names[0])
-    repos = store.repos()
+    repos = [str(r[0]) for r in db.rows("SELECT DISTINCT repo FROM commit_index ORDER BY repo", {})]
     if len(repos) == 1:
         return str(repos[0])
     raise UsageError(
@@ -195,16 +195,18 @@ def gate(
         req = request(repo)
         verdict, rec = run_live(ws, settings, req, api_url=api_url)
     else:
+        from changeproof.gate_store import open_gate_store
+
         if repo is not None:
             request(repo)  # reject bad input before touching the store
-        store = ws.open_store(write=False)
+        db = open_gate_store(ws)
         try:
-            req = request(repo or default_repo(settings, store))
-            ev = load_evidence(store, req, settings)
+            req = request(repo or default_repo(settings, db))
+            ev = load_evidence(db, req, settings)
             verdict = decide(req, ev, settings)
-            rec = record(store, ws.signer(), verdict)
+            rec = record(db, verdict)
         finally:
-            store.close()
+            db.close()
     _render(verdict, rec, fmt, report)
     if rec.emergency is not None:
         _announce(rec.emergency, settings)
