@@ -774,7 +774,8 @@ class GitHubReplay:
                 return reply
         if variables is not None:
             return self._graphql(what.split(":", 1)[1], query, variables)
-        return self._rest(method, path, qs, low)
+        base = f"{parts.scheme}://{parts.netloc}{parts.path[: len(parts.path) - len(path)]}"
+        return self._rest(method, path, qs, low, base)
 
     def _json(self, data: Any, status: int = 200, extra: dict[str, str] | None = None) -> Reply:
         return Reply(
@@ -925,7 +926,9 @@ class GitHubReplay:
 
     # --- REST ------------------------------------------------------------------------------
 
-    def _rest(self, method: str, path: str, qs: dict[str, str], headers: dict[str, str]) -> Reply:
+    def _rest(
+        self, method: str, path: str, qs: dict[str, str], headers: dict[str, str], base: str
+    ) -> Reply:
         if path in ("", "/"):
             return self._json(
                 {
@@ -945,7 +948,7 @@ class GitHubReplay:
                 return self._paged(
                     [{"full_name": r.full_name, "archived": False} for r in org.repos.values()],
                     qs,
-                    path,
+                    base + path,
                 )
             if parts[2] == "audit-log":
                 if org.audit_log is None:
@@ -1033,7 +1036,7 @@ class GitHubReplay:
             return self._etag({"days": repo.retention_days, "maximum_allowed_days": 400}, headers)
         if rest[:1] == ["pulls"] and rest[2:] == ["files"]:
             files = repo.pr_files_rest.get(int(rest[1]))
-            return self._paged(files, qs, path) if files is not None else not_found
+            return self._paged(files, qs, base + path) if files is not None else not_found
         if rest[:2] == ["actions", "runs"] and len(rest) == 4:
             rid = int(rest[2])
             if rest[3] == "logs":
@@ -1058,9 +1061,7 @@ class GitHubReplay:
         part = items[(page - 1) * per : page * per]
         headers = {"content-type": "application/json; charset=utf-8"}
         if page * per < len(items):
-            headers["link"] = (
-                f'<https://api.github.com{path}?per_page={per}&page={page + 1}>; rel="next"'
-            )
+            headers["link"] = f'<{path}?per_page={per}&page={page + 1}>; rel="next"'
         return Reply(200, msgspec.json.encode(part), headers)
 
 

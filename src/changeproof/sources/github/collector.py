@@ -148,10 +148,15 @@ class GitHubSource:
 
     def validate(self, repos: Sequence[str]) -> None:
         """Check the API is GitHub and every repository is readable; probe each one."""
-        resp = self.client.request("GET", "/", kind="rest:root")
-        root = resp.json()
-        if not isinstance(root, dict) or (
-            "current_user_url" not in root and "x-github-request-id" not in resp.headers
+        try:
+            resp = self.client.request("GET", "/", kind="rest:root")
+        except NotReadable:
+            resp = None
+        root = resp.json() if resp is not None else None
+        if (
+            resp is None
+            or not isinstance(root, dict)
+            or ("current_user_url" not in root and "x-github-request-id" not in resp.headers)
         ):
             raise SourceError(
                 f"{self.api_url} does not look like the GitHub API",
@@ -286,12 +291,14 @@ class GitHubSource:
         fp = self.fingerprint(probe)
         prev_raw = store.cursor(SRC, f"{repo}:probe")
         prev = msgspec.json.decode(prev_raw) if prev_raw else {}
+        branches = self._branches(repo, probe)
         if prev == fp:
+            # nothing moved: the coverage still extends to now (a write, no request)
             res.skipped = True
+            self._finish(store, signer, repo, branches, fp)
             return res
         if ((probe.get("refs") or {}).get("pageInfo") or {}).get("hasNextPage"):
             res.notes.append("more than 100 branches: only the first 100 were matched")
-        branches = self._branches(repo, probe)
         default = (probe.get("defaultBranchRef") or {}).get("name")
         for branch, tip in branches:
             self._collect_branch(store, signer, repo, branch, tip, res, advance)
@@ -299,6 +306,18 @@ class GitHubSource:
             self._collect_deployments(store, signer, repo, res)
         if prev.get("config") != fp["config"] or prev.get("tips") != fp["tips"]:
             self._collect_config(store, signer, repo, [b for b, _ in branches], default, probe, res)
+        self._finish(store, signer, repo, branches, fp)
+        return res
+
+    def _finish(
+        self,
+        store: Store,
+        signer: Any,
+        repo: str,
+        branches: list[tuple[str, str]],
+        fp: dict[str, str],
+    ) -> None:
+        """Complete coverage up to now for every controlled branch, and the probe state."""
         now = self.now()
         with self._tx(store, signer) as w:
             raw = w.put_raw(
@@ -306,8 +325,10 @@ class GitHubSource:
             )
             for branch, _ in branches:
                 w.put(self._coverage(repo, branch, now, raw, complete=True))
+            if store.get(Coverage, f"github:{repo}:*") is not None:
+                # an earlier failure before the branches were known: this run closes it
+                w.put(self._coverage(repo, None, now, raw, complete=True))
             w.set_cursor(SRC, f"{repo}:probe", msgspec.json.encode(fp).decode())
-        return res
 
     # --- history and PRs -------------------------------------------------------------------
 
@@ -436,7 +457,7 @@ class GitHubSource:
                 w.put(m.direct_push_change(c, repo=repo, branch=branch, raw_sha256=raw,
                                            collected_at=now))  # fmt: skip
             w.set_cursor(SRC, f"{scope}:tip", tip)
-        res.direct_pushes += len(direct)
+        res.direct_pushes += sum(1 for c in direct if (c.get("parents") or {}).get("nodes"))
         res.changes += len(direct)
         advance(len(direct))
 
