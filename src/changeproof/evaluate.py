@@ -29,7 +29,7 @@ from changeproof import __version__
 from changeproof.controls import RECORD_CONTROLS, Context
 from changeproof.controls.base import RecordControl
 from changeproof.controls.config import Span, Suspect, weak_windows
-from changeproof.controls.evaluation import evaluate_change  # re-exported
+from changeproof.controls.evaluation import evaluate_change as evaluate_change
 from changeproof.controls.exceptions import apply_exceptions
 from changeproof.controls.iac import APPROVALS_KEY as IAC_APPROVALS
 from changeproof.controls.standard import INDEX_KEY, PromotionIndex, is_promotion_source

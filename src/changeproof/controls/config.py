@@ -129,7 +129,23 @@ def _layer_bypassers(layer: ProtectionRule, rule: str) -> frozenset[str] | None:
     return frozenset(actors)
 
 
+_EFFECTIVE: dict[int, tuple[ProtectionSnapshot, Effective]] = {}
+
+
 def effective(snapshot: ProtectionSnapshot) -> Effective:
+    """The effective protection of one snapshot (memoised: every change merged under the same
+    snapshot asks for it; keyed by identity and checked, so a new object is never confused)."""
+    hit = _EFFECTIVE.get(id(snapshot))
+    if hit is not None and hit[0] is snapshot:
+        return hit[1]
+    eff = _effective(snapshot)
+    if len(_EFFECTIVE) > 4096:
+        _EFFECTIVE.clear()
+    _EFFECTIVE[id(snapshot)] = (snapshot, eff)
+    return eff
+
+
+def _effective(snapshot: ProtectionSnapshot) -> Effective:
     layers = [lay for lay in snapshot.layers if lay.enforcement == "active"]
     checks: dict[str, str | None] = {}
     for lay in layers:
@@ -230,9 +246,7 @@ def _spans(ctx: Context) -> Mapping[tuple[str, str], Span]:
 
 def pairs(ctx: Context) -> list[tuple[str, str]]:
     """(repo, branch) pairs in scope: seen in changes or in protection snapshots."""
-    out = set(_spans(ctx)) | {
-        k for k in ctx.protections if ctx.settings.is_controlled(k[0], k[1])
-    }
+    out = set(_spans(ctx)) | {k for k in ctx.protections if ctx.settings.is_controlled(k[0], k[1])}
     return sorted(out)
 
 

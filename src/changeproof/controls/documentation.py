@@ -10,6 +10,7 @@ linked ticket. High-risk changes must hold ``documentation.high_risk_required_fi
 
 from __future__ import annotations
 
+import functools
 import re
 
 from changeproof.controls.base import Context
@@ -84,8 +85,13 @@ _RISK = re.compile(r"(?i)\b(low|medium|high)\b")
 _SYSTEM_LABEL = re.compile(r"(?i)^(?:system|service|component|area|app)[:/]\s*\S")
 
 
+@functools.lru_cache(maxsize=64)
+def _compiled(patterns: tuple[str, ...]) -> list[re.Pattern[str]]:
+    return [re.compile(p) for p in patterns]
+
+
 def _clean(text: str) -> str:
-    return _COMMENT.sub("", text)
+    return _COMMENT.sub("", text) if "<!--" in text else text
 
 
 def _real(text: str) -> bool:
@@ -106,7 +112,8 @@ def parse_record(body: str) -> tuple[dict[str, str], str]:
             fields.setdefault(current, "\n".join(buf).strip())
 
     for line in _clean(body).splitlines():
-        h = _HEADING.match(line)
+        head = line.lstrip()[:2]
+        h = _HEADING.match(line) if head[:1] == "#" or head == "**" else None
         if h:
             title = h.group("title").strip().lower().rstrip("?")
             close()
@@ -114,7 +121,7 @@ def parse_record(body: str) -> tuple[dict[str, str], str]:
             if current is None:
                 current = "_other"
             continue
-        k = _KEY.match(line)
+        k = _KEY.match(line) if (":" in line or "=" in line) else None
         if k and k.group("key").strip().lower() in _ALIAS:
             field = _ALIAS[k.group("key").strip().lower()]
             if _real(k.group("value")):
@@ -160,7 +167,7 @@ class ChangeRecord(ChangeControl):
         if c.change_type == "initial":
             return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
         doc = ctx.settings.documentation
-        ticket_res = [re.compile(p) for p in doc.ticket_patterns]
+        ticket_res = _compiled(doc.ticket_patterns)
         found = record_fields(c, f.risk, ticket_res)
         required = list(doc.required_fields)
         if f.risk == "high":

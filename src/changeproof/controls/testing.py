@@ -11,7 +11,9 @@ landed the change, and only when it completed at or before the merge.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+import functools
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from changeproof.controls.base import Context
@@ -141,8 +143,14 @@ class RequiredChecks(ChangeControl):
 
 
 def _matches(name: str, patterns: Sequence[str]) -> bool:
-    low = name.lower()
-    return any(fnmatch.fnmatchcase(low, p.lower()) for p in patterns)
+    """Case-insensitive glob match of a check name (one compiled regex per pattern set)."""
+    return _check_globs(tuple(patterns))(name) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _check_globs(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    rx = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)"
+    return re.compile(rx, re.IGNORECASE).match
 
 
 class SecurityTesting(ChangeControl):

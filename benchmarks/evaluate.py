@@ -1,0 +1,392 @@
+"""Full `check` over a large store: 1,000,000 changes with reviews, checks and deployments.
+
+Generates the evidence straight into a SQLite store (batched ``executemany`` through
+SQLAlchemy Core: records are encoded exactly as ``Writer.put`` encodes them, but the raw
+payloads are NOT put into the locker, to keep generation fast — so CM-CFG-4 and CM-POP-2 see
+missing raw evidence; that changes verdicts, not the work done). Then times ``run_check`` end
+to end from the store (stream, evaluate every control, store every result) in a fresh process,
+so the peak RSS is the check's own.
+
+    python benchmarks/evaluate.py                 # 1,000,000 changes
+    python benchmarks/evaluate.py --changes 50000 # quicker
+
+Targets: >= 20,000 changes/s, peak RSS <= 1 GB. Last line: one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from changeproof.evidence import (
+    Actor,
+    Change,
+    CheckResult,
+    CommitInfo,
+    Coverage,
+    Deployment,
+    FileChange,
+    ProtectionRule,
+    ProtectionSnapshot,
+    Provenance,
+    Record,
+    Review,
+    TeamMembership,
+)
+from changeproof.settings import Settings, StandardChange, Testing, parse_settings
+from changeproof.store import Store, record_key, schema, to_us
+
+START = datetime(2025, 1, 1, tzinfo=UTC)
+AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
+PEOPLE = [f"dev{i}" for i in range(200)]
+SECURITY = PEOPLE[:10]
+BODY = (
+    "## Description\nRefactor the {area} module for clarity.\n\n"
+    "## Risk\nlow\n\n## Testing\nUnit tests added; CI green.\n\n"
+    "## Rollback\nRevert the merge commit.\n"
+)
+AREAS = ["billing", "auth", "search", "export", "ui", "api", "jobs", "infra"]
+_enc = msgspec.json.Encoder(order="sorted")
+
+
+def settings() -> Settings:
+    base = msgspec.to_builtins(Settings())
+    s = parse_settings(base)
+    return msgspec.structs.replace(
+        s,
+        teams={"security": tuple(SECURITY)},
+        testing=Testing(
+            required_checks=("build", "test"),
+            dependency_scanning_checks=("dependency-review",),
+            sast_checks=("CodeQL*",),
+        ),
+        standard_changes=(
+            StandardChange(
+                name="dependency updates",
+                authors=("dependabot[bot]",),
+                paths=("**/package.json", "**/package-lock.json"),
+            ),
+        ),
+    )
+
+
+def _sha(*parts: object) -> str:
+    return hashlib.sha1("|".join(map(str, parts)).encode()).hexdigest()
+
+
+def _prov(at: datetime, raw: str) -> Provenance:
+    return Provenance(source="bench", occurred_at=at, collected_at=at, raw_sha256=raw)
+
+
+def make_change(repo: str, n: int, i: int, at: datetime) -> Change:
+    author = PEOPLE[i % len(PEOPLE)]
+    reviewer = PEOPLE[(i * 7 + 3) % len(PEOPLE)]
+    if reviewer == author:
+        reviewer = PEOPLE[(i * 7 + 4) % len(PEOPLE)]
+    head = _sha(repo, n, "head")
+    merge = _sha(repo, n, "merge")
+    base = _sha(repo, n, "base")
+    bot = i % 25 == 0
+    who = Actor(login="dependabot[bot]", type="bot") if bot else Actor(login=author)
+    commits = (
+        CommitInfo(
+            sha=_sha(repo, n, "c1"),
+            parents=(base,),
+            author=who,
+            committer=who,
+            authored_at=at - timedelta(hours=3),
+            committed_at=at - timedelta(hours=3),
+            message="work",
+        ),
+        CommitInfo(
+            sha=head,
+            parents=(_sha(repo, n, "c1"),),
+            author=who,
+            committer=who,
+            authored_at=at - timedelta(hours=2),
+            committed_at=at - timedelta(hours=2),
+            message="more work",
+        ),
+    )
+    area = AREAS[i % len(AREAS)]
+    files = (
+        (FileChange(path="package.json"), FileChange(path="package-lock.json"))
+        if bot
+        else (
+            FileChange(path=f"src/{area}/a.py", additions=10, deletions=2),
+            FileChange(path=f"src/{area}/b.py", additions=3, deletions=1),
+            FileChange(path=f"tests/test_{area}.py", additions=20, deletions=0),
+        )
+    )
+    reviews = (
+        ()
+        if bot
+        else (
+            Review(
+                reviewer=Actor(login=reviewer),
+                state="APPROVED",
+                submitted_at=at - timedelta(hours=1),
+                commit_sha=head if i % 10 else _sha(repo, n, "c1"),
+            ),
+        )
+        + (
+            (
+                Review(
+                    reviewer=Actor(login=SECURITY[i % len(SECURITY)]),
+                    state="APPROVED",
+                    submitted_at=at - timedelta(minutes=30),
+                    commit_sha=head,
+                ),
+            )
+            if area in ("auth", "export")
+            else ()
+        )
+    )
+    done = at - timedelta(minutes=90)
+    checks = tuple(
+        CheckResult(
+            name=name,
+            conclusion="success" if (i % 50 or name != "test") else "failure",
+            commit_sha=head,
+            completed_at=done,
+            app="github-actions",
+        )
+        for name in ("build", "test", "dependency-review", "CodeQL")
+    )
+    return Change(
+        repo=repo,
+        branch="main",
+        number=n,
+        change_type="merge",
+        platform="github",
+        merged_at=at,
+        merge_sha=merge,
+        landed_shas=(merge,),
+        base_sha=base,
+        head_sha=head,
+        title=f"Change {n} in {area}",
+        body=BODY.format(area=area) if i % 20 else "quick fix",
+        author=who,
+        merged_by=Actor(login=author),
+        merge_method="merge",
+        commits=commits,
+        reviews=reviews,
+        checks=checks,
+        files=files,
+        files_total=len(files),
+        labels=("risk:low",) if i % 3 == 0 else (),
+        provenance=_prov(at, hashlib.sha256(merge.encode()).hexdigest()),
+    )
+
+
+def _rows(rec: Record, seq: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    body = _enc.encode(rec)
+    key, repo, subject, occurred = record_key(rec)
+    prov = rec.provenance  # type: ignore[attr-defined]
+    ev = {
+        "kind": rec.kind,
+        "key": key,
+        "repo": repo,
+        "subject": subject,
+        "occurred_us": to_us(occurred),
+        "collected_us": to_us(prov.collected_at),
+        "digest": hashlib.sha256(body).hexdigest(),
+        "raw_sha256": prov.raw_sha256,
+        "body": body,
+    }
+    commits: list[dict[str, Any]] = []
+    if isinstance(rec, Change):
+        commits = [
+            {"repo": rec.repo, "sha": s, "branch": rec.branch, "change_key": key, "seq": seq or 0}
+            for s in rec.landed_shas
+        ]
+    return ev, commits
+
+
+def generate(url: str, total: int, repos: int) -> float:
+    store = Store.open(url)
+    t0 = time.perf_counter()
+    step = timedelta(seconds=365 * 86400 / total * repos)
+    ev_batch: list[dict[str, Any]] = []
+    ci_batch: list[dict[str, Any]] = []
+    per_repo = -(-total // repos)
+
+    def flush(conn: sa.Connection) -> None:
+        if ev_batch:
+            conn.execute(sa.insert(schema.evidence), ev_batch)
+            ev_batch.clear()
+        if ci_batch:
+            conn.execute(sa.insert(schema.commit_index), ci_batch)
+            ci_batch.clear()
+
+    with store.engine.begin() as conn:
+        made = 0
+        for r in range(repos):
+            repo = f"acme/svc-{r:03d}"
+            for layer_at, approvals in (
+                (START - timedelta(days=1), 1),
+                (START + timedelta(days=100), 0),
+                (START + timedelta(days=103), 1),
+            ):
+                snap = ProtectionSnapshot(
+                    repo=repo,
+                    branch="main",
+                    layers=(
+                        ProtectionRule(
+                            layer="classic",
+                            requires_pr=True,
+                            required_approvals=approvals,
+                            dismiss_stale=True,
+                            required_checks=(
+                                ("build", "github-actions"),
+                                ("test", "github-actions"),
+                            ),
+                            allow_force_push=False,
+                            allow_deletion=False,
+                            enforce_admins=True,
+                        ),
+                    ),
+                    provenance=_prov(layer_at, _sha(repo, layer_at).ljust(64, "0")),
+                )
+                ev_batch.append(_rows(snap)[0])
+            ev_batch.append(
+                _rows(
+                    Coverage(
+                        id=f"bench:{repo}",
+                        source="bench",
+                        repo=repo,
+                        branch="main",
+                        start=None,
+                        end=AS_OF,
+                        complete=True,
+                        provenance=_prov(AS_OF, _sha(repo, "cov").ljust(64, "0")),
+                    )
+                )[0]
+            )
+            for k in range(per_repo):
+                if made >= total:
+                    break
+                at = START + step * k + timedelta(seconds=r)
+                ch = make_change(repo, k + 1, made, at)
+                ev, commits = _rows(ch, seq=k * 1000)
+                ev_batch.append(ev)
+                ci_batch.extend(commits)
+                if k % 10 == 9:  # a production (and staging) deployment every 10 changes
+                    for env, lag in (("staging", 5), ("production", 30)):
+                        dep = Deployment(
+                            id=f"{repo}:{env}:{k}",
+                            repo=repo,
+                            environment=env,
+                            commit_sha=ch.merge_sha,
+                            status="success",
+                            started_at=at + timedelta(minutes=lag),
+                            finished_at=at + timedelta(minutes=lag + 3),
+                            actor=Actor(login="github-actions[bot]", type="bot"),
+                            system="github",
+                            provenance=_prov(
+                                at + timedelta(minutes=lag), _sha(repo, env, k).ljust(64, "0")
+                            ),
+                        )
+                        ev_batch.append(_rows(dep)[0])
+                made += 1
+                if len(ev_batch) >= 5000:
+                    flush(conn)
+        ev_batch.append(
+            _rows(
+                TeamMembership(
+                    team="security",
+                    members=tuple(SECURITY),
+                    provenance=_prov(START - timedelta(days=2), _sha("team").ljust(64, "0")),
+                )
+            )[0]
+        )
+        flush(conn)
+    store.close()
+    return time.perf_counter() - t0
+
+
+def check_only(url: str) -> None:
+    from changeproof.evaluate import Period, run_check
+
+    store = Store.open(url)
+    changes = store.count("change")
+    t0 = time.perf_counter()
+    run = run_check(store, settings(), AS_OF, period=Period(None, None))
+    elapsed = time.perf_counter() - t0
+    store.close()
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    results = sum(sum(v.values()) for v in run.summary.counts.values())
+    print(
+        json.dumps(
+            {
+                "changes": changes,
+                "seconds": elapsed,
+                "results": results,
+                "rss_mb": rss,
+                "summary": run.summary.as_dict(),
+            }
+        )
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--changes", type=int, default=1_000_000)
+    ap.add_argument("--repos", type=int, default=100)
+    ap.add_argument("--db", help="SQLite file to use (default: a temporary one)")
+    ap.add_argument("--check-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.check_only:
+        check_only(f"sqlite:///{args.db}")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(args.db) if args.db else Path(tmp) / "bench.db"
+        gen_s = generate(f"sqlite:///{db}", args.changes, args.repos)
+        print(
+            f"generated {args.changes:,} changes in {args.repos} repositories in {gen_s:.1f} s "
+            f"({args.changes / gen_s:,.0f}/s; raw payloads not put in the locker)"
+        )
+        out = subprocess.run(
+            [sys.executable, __file__, "--check-only", "--db", str(db)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        data = json.loads(out.stdout.strip().splitlines()[-1])
+    rate = data["changes"] / data["seconds"]
+    print(
+        f"{'control':<10} "
+        + " ".join(f"{c:>14}" for c in ("pass", "fail", "exception", "n/a", "indeterminate"))
+    )
+    for control, counts in data["summary"].items():
+        print(
+            f"{control:<10} "
+            + " ".join(
+                f"{counts.get(c, 0):>14,}"
+                for c in ("pass", "fail", "exception", "not_applicable", "indeterminate")
+            )
+        )
+    print(
+        f"\nfull check: {data['changes']:,} changes, {data['results']:,} results stored in "
+        f"{data['seconds']:.1f} s = {rate:,.0f} changes/s (target >= 20,000)"
+    )
+    print(f"peak RSS of the check process: {data['rss_mb']:,.0f} MB (target <= 1,024)")
+    print(json.dumps({"changes_per_s": round(rate), "peak_rss_mb": round(data["rss_mb"])}))
+
+
+if __name__ == "__main__":
+    main()
