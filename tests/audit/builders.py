@@ -187,7 +187,7 @@ def fill_forge(
                 w.put(
                     RetroReview(
                         id=f"RR-{n}",
-                        subject=ch.id,
+                        subject=f"EMG-{n}",  # a retro review names the emergency it closes
                         reviewer=actor("dave"),
                         reviewed_at=rat,
                         notes="ok",

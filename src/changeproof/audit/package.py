@@ -426,6 +426,9 @@ def _attributes(sampled: list[Sampled]) -> list[str]:
                 )
                 continue
             worst = max(rs, key=lambda r: SEVERITY[r.outcome])
+            if worst.outcome is not Outcome.NOT_APPLICABLE:
+                # a staging deploy's "not a production environment" says nothing here
+                rs = [r for r in rs if r.outcome is not Outcome.NOT_APPLICABLE]
             reasons = [
                 (f"{r.subject}: " if r.subject != s.row.id else "") + "; ".join(r.reasons)
                 for r in sorted(rs, key=lambda r: (-SEVERITY[r.outcome], r.subject))

@@ -85,8 +85,8 @@ def outcome_chart(counts: dict[str, Counter[str]], title: str) -> Markup:
     bar_w, label_w, row_h = 560, 110, 24
     h = row_h * len(ids) + 40
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{label_w + bar_w + 20}" '
-        f'height="{h}" viewBox="0 0 {label_w + bar_w + 20} {h}"><title>{escape(title)}</title>'
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{label_w + bar_w + 60}" '
+        f'height="{h}" viewBox="0 0 {label_w + bar_w + 60} {h}"><title>{escape(title)}</title>'
     ]
     for i, cid in enumerate(ids):
         c = counts[cid]
@@ -106,6 +106,10 @@ def outcome_chart(counts: dict[str, Counter[str]], title: str) -> Markup:
                 f"<title>{escape(cid)} {escape(o)}: {n}</title></rect>"
             )
             x += w
+        parts.append(
+            f'<text x="{label_w + bar_w + 4}" y="{y + 14}" font-size="11" '
+            f'font-family="sans-serif">{sum(c.values())}</text>'
+        )
     ly = 10 + len(ids) * row_h + 12
     lx = label_w
     for o in OUTCOMES:
@@ -130,7 +134,7 @@ def monthly_chart(pop: Population) -> Markup:
     top = max(sum(c.values()) for c in by.values())
     w_each = max(14, min(60, 700 // len(months)))
     h, base = 180, 150
-    width = 50 + w_each * len(months)
+    width = max(260, 50 + w_each * len(months))
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{width}" height="{h + 20}" '
         f'viewBox="0 0 {width} {h + 20}"><title>Changes per month</title>',
