@@ -156,6 +156,7 @@ OTHER_ART = "sha256:" + "b" * 64
         (lambda c: [], None, 0, "fail", "staging was skipped"),
         (lambda c: [deployment("staging", c, status="failure")], None, 0, "fail", "failed"),
         (lambda c: [deployment("staging", c, status="started")], None, 0, "fail", "not succeeded"),
+        (lambda c: [deployment("staging", c, status="inactive")], None, 0, "pass", "staging"),
         (lambda c: [deployment("production", c)], None, 0, "fail", "never deployed"),
         (lambda c: [deployment("staging", c, repo="acme/other")], None, 0, "fail", "never"),
         (
@@ -187,6 +188,7 @@ OTHER_ART = "sha256:" + "b" * 64
         "skipped",
         "failed",
         "unfinished",
+        "superseded-inactive",
         "prod-is-not-staging",
         "other-repo",
         "after-now",

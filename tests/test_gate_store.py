@@ -158,3 +158,57 @@ def test_fast_store_refuses_change_records(tmp_path: Path) -> None:
             db.write([], [changes[0]])
     finally:
         db.close()
+
+
+def test_promotion_chain_judged_by_its_source_changes(tmp_path: Path) -> None:
+    """release → main: the promotion carries no review of its own; the gate indexes the
+    release-branch changes that introduced its commits, as the check does."""
+    import msgspec
+
+    from changeproof import settings as st
+
+    ws = make_ws(tmp_path)
+    rel = change(1, branch="release/1")
+    unreviewed = change(2, branch="release/1", reviewer=None)
+    s = settings(
+        controlled_branches=("main", "release/*"),
+        promotions=(st.Promotion(source="release/*", target="main"),),
+    )
+
+    def promo(n: int, sources: list[Change]) -> Change:
+        base = change(n, reviewer=None)
+        return msgspec.structs.replace(
+            base,
+            head_ref="release/1",
+            commits=tuple(c for src in sources for c in src.commits),
+            merged_at=T0 + timedelta(hours=n),
+            provenance=msgspec.structs.replace(
+                base.provenance, occurred_at=T0 + timedelta(hours=n)
+            ),
+        )
+
+    good, bad = promo(3, [rel]), promo(4, [unreviewed])
+    store = Store.open(ws.db_url)
+    try:
+        with store.writer() as w:
+            w.put(rel, seq=0)
+            w.put(unreviewed, seq=1000)
+            w.put(good, seq=0)
+            w.put(deployment("staging", good.merge_sha, at=T0 + timedelta(hours=5)))
+            w.put(deployment("production", good.merge_sha, at=T0 + timedelta(hours=6)))
+            w.put(bad, seq=1000)
+            w.put(deployment("staging", bad.merge_sha, at=T0 + timedelta(hours=7)))
+    finally:
+        store.close()
+    db = fast(ws)
+    try:
+        req = request(good.merge_sha, now=T0 + timedelta(hours=5, minutes=30))
+        v = decide(req, load_evidence(db, req, s), s)
+        assert v.decision == "allow", v.checks
+        req = request(bad.merge_sha, now=T0 + timedelta(hours=8))
+        v = decide(req, load_evidence(db, req, s), s)
+        assert v.decision == "deny"
+        assert [c.id for c in v.changes] == [bad.id]  # only what shipped since production
+        assert "CM-REV-1" in next(c for c in v.checks if c.rule == "changes").reasons[1]
+    finally:
+        db.close()

@@ -567,9 +567,42 @@ def load_evidence(db: GateStore, req: GateRequest, settings: Settings) -> GateEv
         previous=previous,
         deployments=tuple(deployments),
         approvals=tuple(approvals),
-        context=gate_context(db, settings, req.now, req.repo),
+        context=_with_promotions(db, gate_context(db, settings, req.now, req.repo), shipped),
         notes=tuple(notes),
     )
+
+
+def _with_promotions(db: GateStore, ctx: Context, shipped: list[tuple[str, Change]]) -> Context:
+    """Promotion chains (e.g. release → main) are judged by the changes on the source branch
+    that introduced their commits: index them exactly as the check does (CM-REV-1 outcome of
+    every earlier source-branch change). Only when a shipped change is a promotion."""
+    import dataclasses
+
+    from changeproof.controls.review import IndependentApproval
+    from changeproof.controls.standard import (
+        INDEX_KEY,
+        PromotionIndex,
+        is_promotion_source,
+        promotion_of,
+    )
+    from changeproof.gate_store import records_of
+
+    s = ctx.settings
+    promos = [c for _, c in shipped if promotion_of(c, s) is not None]
+    if not promos:
+        return ctx
+    from changeproof.controls.evaluation import evaluate_change
+
+    until = max(c.merged_at for c in promos)
+    index = PromotionIndex()
+    ictx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: index})
+    rev1 = (IndependentApproval(),)
+    for dig, c in records_of(db, Change, promos[0].repo):
+        if c.merged_at > until:
+            break
+        if is_promotion_source(s, c.branch):
+            index.observe(c, evaluate_change(c, dig, ictx, rev1)[0].outcome)
+    return ictx
 
 
 def gate_context(db: GateStore, settings: Settings, now: datetime, repo: str) -> Context:

@@ -25,7 +25,9 @@ from changeproof.evidence import (
 from changeproof.outcomes import Outcome, Result
 from changeproof.settings import Settings
 
-OK_STATUSES = frozenset({"success"})
+# GitHub marks a deployment "inactive" only after it succeeded and a newer one replaced it
+# (auto_inactive), so an inactive staging deployment did succeed.
+OK_STATUSES = frozenset({"success", "inactive"})
 
 
 def is_production(env: str, settings: Settings) -> bool:
