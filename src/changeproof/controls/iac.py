@@ -16,8 +16,11 @@ evaluator hands them to record controls under :data:`APPROVALS_KEY` (pure: no st
 
 from __future__ import annotations
 
+import fnmatch
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, ClassVar
 
 from changeproof.controls.base import Context, RecordControl
@@ -40,7 +43,6 @@ from changeproof.evidence import (
     ResourceChangeInfo,
 )
 from changeproof.outcomes import Outcome, Result, worst
-from changeproof.settings import path_matches
 
 APPROVALS_KEY = "iac_approvals"  # change id → CM-IAC-1 result details (approval times)
 DETAIL_TIMES = "approval_times"
@@ -72,18 +74,52 @@ def approvals_from_details(details: Mapping[str, str]) -> tuple[int, tuple[datet
     return int(details[DETAIL_REQUIRED]), times
 
 
+@lru_cache(maxsize=64)
+def glob_regex(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One compiled regex with :func:`changeproof.settings.path_matches` semantics (``**/``
+    also matches the top level): this runs for every file of every change."""
+    parts: list[str] = []
+    for pat in patterns:
+        parts.append(fnmatch.translate(pat))
+        if pat.startswith("**/"):
+            parts.append(fnmatch.translate(pat[3:]))
+    return re.compile("|".join(f"(?:{p})" for p in parts) or "(?!)")
+
+
+CLASS_NAMES = ("IaC", "IAM", "migrations")
+_MEMO: dict[tuple[tuple[str, ...], ...], dict[str, int]] = {}
+_MEMO_MAX = 200_000
+
+
+def _classes_of(path: str, key: tuple[tuple[str, ...], ...]) -> int:
+    """Bit i set when ``path`` is in class i. Memoised: paths recur across changes, and
+    glob alternations cost microseconds per file."""
+    memo = _MEMO.get(key)
+    if memo is None:
+        memo = _MEMO[key] = {}
+    bits = memo.get(path)
+    if bits is None:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        bits = 0
+        for i, pats in enumerate(key):
+            if glob_regex(pats).match(path):
+                bits |= 1 << i
+        memo[path] = bits
+    return bits
+
+
 def path_classes(paths: Sequence[str], ctx: Context) -> list[tuple[str, list[str]]]:
     inf = ctx.settings.infrastructure
-    out = []
-    for name, pats in (
-        ("IaC", inf.iac_paths),
-        ("IAM", inf.iam_paths),
-        ("migrations", inf.migration_paths),
-    ):
-        hit = [p for p in paths if path_matches(p, pats)]
-        if hit:
-            out.append((name, hit))
-    return out
+    key = (inf.iac_paths, inf.iam_paths, inf.migration_paths)
+    hits: list[list[str]] = [[], [], []]
+    for p in paths:
+        bits = _classes_of(p, key)
+        if bits:
+            for i in range(3):
+                if bits >> i & 1:
+                    hits[i].append(p)
+    return [(CLASS_NAMES[i], h) for i, h in enumerate(hits) if h]
 
 
 # --- CM-IAC-1 -------------------------------------------------------------------------------
