@@ -89,7 +89,7 @@ def test_fast_write_equals_general_write_and_verifies(tmp_path: Path) -> None:
         db = opener(ws)
         try:
             v = decide(req, load_evidence(db, req, s), s)
-            rec = record(db, v)
+            rec = record(db, v, recorded_at=NOW)
         finally:
             db.close()
         assert rec.decision.decision == "allow" and rec.emergency is None  # nothing failed

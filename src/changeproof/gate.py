@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from changeproof.controls.base import Context
@@ -639,7 +639,12 @@ def gate_context(db: GateStore, settings: Settings, now: datetime, repo: str) ->
 # --- recording ------------------------------------------------------------------------------
 
 
-def decision_record(v: Verdict, raw_sha256: str, mode: Literal["store", "live"]) -> GateDecision:
+def decision_record(
+    v: Verdict,
+    raw_sha256: str,
+    mode: Literal["store", "live"],
+    recorded_at: datetime | None = None,
+) -> GateDecision:
     from changeproof import __version__
 
     req = v.request
@@ -664,7 +669,10 @@ def decision_record(v: Verdict, raw_sha256: str, mode: Literal["store", "live"])
         mode=mode,
         decided_at=req.now,
         provenance=Provenance(
-            source="gate", occurred_at=req.now, collected_at=req.now, raw_sha256=raw_sha256
+            source="gate",
+            occurred_at=req.now,
+            collected_at=recorded_at or req.now,
+            raw_sha256=raw_sha256,
         ),
     )
 
@@ -718,19 +726,24 @@ def record(
     *,
     extra: Iterable[Record] = (),
     extra_raw: bytes | None = None,
+    recorded_at: datetime | None = None,
 ) -> Recorded:
     """Write the decision (and an opened emergency) into the locker and the store, atomically.
 
     ``extra``/``extra_raw``: evidence the decision was made from that is not in the store yet
-    (live mode: the mapped GitHub records and the raw responses they came from)."""
+    (live mode: the mapped GitHub records and the raw responses they came from).
+    ``recorded_at``: when it was written (default: the wall clock; the decision's own time
+    is ``--at``, which may differ for a replay)."""
     import msgspec
+
+    recorded_at = recorded_at or datetime.now(UTC)
 
     raws: list[tuple[bytes, str, str]] = []
     if extra_raw is not None:
         raws.append((extra_raw, "github.live", "github"))
     raw = raw_payload(v, mode)
     raws.append((raw, "gate.decision", "gate"))
-    rec = decision_record(v, sha256_bytes(raw), mode)
+    rec = decision_record(v, sha256_bytes(raw), mode, recorded_at)
     records: list[Record] = [*extra, rec]
     em = None
     if v.emergency is not None:
@@ -747,7 +760,7 @@ def record(
             provenance=Provenance(
                 source="gate",
                 occurred_at=v.request.now,
-                collected_at=v.request.now,
+                collected_at=recorded_at,
                 raw_sha256=sha256_bytes(em_raw),
             ),
         )
