@@ -533,3 +533,28 @@ def test_cli_audit_and_verify(populated: object, workspace: Workspace, tmp_path:
         str(tmp_path / "never"),
     )
     assert err.returncode == 2 and "between 0 and 1" in err.stderr
+
+
+def test_empty_period_still_gives_a_verifiable_package(audit: AuditFn) -> None:
+    res = audit(start=T0 + timedelta(days=300), end=T0 + timedelta(days=301), period_text="empty")
+    assert res.population["changes"] == 0 and res.sample == []
+    assert rows(res.out / "population/population.csv") == []
+    assert "No change was sampled" in (res.out / "index.html").read_text()
+    assert verify_package(res.out).ok
+    for doc, name in (
+        ("assessment-plan", "oscal_assessment-plan_schema.json"),
+        ("assessment-results", "oscal_assessment-results_schema.json"),
+    ):
+        data = json.loads((res.out / f"oscal/{doc}.json").read_text())
+        assert not list(_validator(OSCAL / name).iter_errors(data))
+
+
+def test_as_of_ignores_later_deployments(audit: AuditFn) -> None:
+    # judged at 06:30: #3's production deploy (04:00) had happened, #6's (07:00) had not
+    res = audit(now=T0 + timedelta(hours=6, minutes=30), end=T0 + timedelta(hours=7))
+    never = {
+        u["item"]
+        for u in rows(res.out / "reconciliation/unmatched.csv")
+        if u["category"] == "change never deployed"
+    }
+    assert "acme/api#3" not in never and {"acme/api#5", "acme/api#6"} <= never

@@ -336,9 +336,9 @@ def build_population(
     deployments: dict[str, list[tuple[int | None, Deployment, str]]] = defaultdict(list)
     shipped: dict[tuple[str, str], list[tuple[int, datetime]]] = defaultdict(list)
     unmatched: list[Unmatched] = []
-    for d, dep in store.iter_records(Deployment):
+    for d, dep in store.iter_records(Deployment, end=now):
         if dep.repo not in in_scope:
-            continue
+            continue  # (deployments after the as-of instant did not exist yet)
         hit = _lookup(index, store, dep.repo, dep.commit_sha)
         seq = hit[2] if hit else None
         deployments[dep.repo].append((seq, dep, d))
