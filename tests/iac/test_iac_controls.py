@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 import msgspec
@@ -47,7 +48,9 @@ def dig(r: Record) -> str:
 
 
 def ctx(
-    *records: Record, now: datetime = T + timedelta(days=1), extra: dict[str, object] | None = None
+    *records: Record,
+    now: datetime = T + timedelta(days=1),
+    extra: Mapping[str, object] | None = None,
 ) -> Context:
     tables: dict[str, list[tuple[str, Record]]] = {}
     for r in records:
@@ -208,9 +211,9 @@ def _dep(env: str, hours: float, status: str = "success", sha: str = "b" * 40) -
         repo="acme/app",
         environment=env,
         commit_sha=sha,
-        status=status,
+        status=status,  # type: ignore[arg-type]
         started_at=at,
-        finished_at=at + timedelta(minutes=5),  # type: ignore[arg-type]
+        finished_at=at + timedelta(minutes=5),
         provenance=prov(at),
     )
 
