@@ -558,3 +558,41 @@ def test_as_of_ignores_later_deployments(audit: AuditFn) -> None:
         if u["category"] == "change never deployed"
     }
     assert "acme/api#3" not in never and {"acme/api#5", "acme/api#6"} <= never
+
+
+def _resign(p: Path, signer: Signer) -> None:
+    from changeproof.audit.package import AuditRequest as _Req
+    from changeproof.audit.package import _sign
+
+    for n in ("manifest.json", "manifest.json.sig", "SHA256SUMS", "SHA256SUMS.sig"):
+        (p / n).unlink()
+    _sign(signer, p, _Req(start=T0, end=T0, period_text="", tz="UTC", out=p, operator="x", now=T0))
+
+
+def test_evidence_is_checked_even_under_a_valid_signature(
+    audit: AuditFn, workspace: Workspace, tmp_path: Path
+) -> None:
+    """A package re-signed with the organisation's own key (a faulty or malicious generator)
+    still fails when a raw file does not match its name or the locker segment does not
+    re-derive; a package re-signed with another key fails on the locker checkpoint even
+    without --public-key."""
+    res = audit()
+    raw = sorted((res.out / "evidence/raw").iterdir())[0]
+    raw.write_bytes(raw.read_bytes() + b" edited")
+    seg_path = res.out / "evidence/locker-segment.json"
+    seg = json.loads(seg_path.read_text())
+    seg["entries"][0]["kind"] = "something-else"
+    seg_path.write_text(json.dumps(seg))
+    _resign(res.out, Signer.load(workspace.keys_dir))
+    rep = verify_package(res.out, trusted_key=workspace.public_key_pem())
+    assert any(f"evidence/raw/{raw.name}: its content's SHA-256" in p for p in rep.problems)
+    assert any("chain entry #" in p and "does not re-derive" in p for p in rep.problems)
+
+    other = audit(out=tmp_path / "other")
+    evil = Signer.generate(tmp_path / "evil")
+    (other.out / "public-key.pem").write_bytes(evil.public_pem)
+    _resign(other.out, evil)
+    rep = verify_package(other.out)  # no pinned key
+    assert rep.problems == [
+        "evidence/locker-segment.json: the locker checkpoint is not signed by the package key"
+    ]

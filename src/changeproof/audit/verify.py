@@ -208,3 +208,50 @@ def _verify(reader: _Reader, rep: PackageReport, trusted_key: bytes | None) -> N
             rep.problems.append(f"{rel}: changed (SHA-256 {got[0][:16]}…, manifest says {h[:16]}…)")
     for rel in sorted(present - set(listed) - UNLISTED):
         rep.problems.append(f"{rel}: added (not in the manifest)")
+    if fp is not None:
+        _check_evidence(reader, rep, listed, key)
+
+
+def _check_evidence(
+    reader: _Reader, rep: PackageReport, listed: dict[str, tuple[str, int]], key: bytes
+) -> None:
+    """Evidence files are content-addressed, and the locker segment re-derives and is signed."""
+    from changeproof.locker import checkpoint_message, entry_hash, key_id
+
+    for rel, (h, _size) in listed.items():
+        if rel.startswith("evidence/raw/"):
+            name = rel.rsplit("/", 1)[1]
+        elif rel.startswith("evidence/records/") and rel.endswith(".json"):
+            name = rel.rsplit("/", 1)[1][: -len(".json")]
+        else:
+            continue
+        if name != h:
+            rep.problems.append(f"{rel}: its content's SHA-256 is not the digest it is named by")
+    seg_bytes = reader.read("evidence/locker-segment.json")
+    if seg_bytes is None:
+        return
+    try:
+        seg = msgspec.json.decode(seg_bytes)
+        entries = seg.get("entries", [])
+        for e in entries:
+            want = entry_hash(
+                int(e["seq"]),
+                e["digest"],
+                e["kind"],
+                e["source"],
+                int(e["recorded_us"]),
+                e["prev_hash"],
+            )
+            if want != e["entry_hash"]:
+                rep.problems.append(
+                    f"evidence/locker-segment.json: chain entry #{e['seq']} does not re-derive"
+                )
+        cp = seg.get("checkpoint")
+        if cp is not None:
+            msg = checkpoint_message(int(cp["seq"]), cp["head_hash"], int(cp["signed_us"]))
+            if cp.get("key_id") != key_id(key) or not verify_signature(key, msg, cp["signature"]):
+                rep.problems.append(
+                    "evidence/locker-segment.json: the locker checkpoint is not signed by the package key"
+                )
+    except (msgspec.DecodeError, KeyError, TypeError, ValueError, AttributeError):
+        rep.problems.append("evidence/locker-segment.json: not a valid locker segment")
