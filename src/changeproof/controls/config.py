@@ -290,12 +290,13 @@ def versions_during(
 def _windows(
     days: Iterable[tuple[date, Outcome, tuple[str, ...], tuple[str, ...]]],
 ) -> list[tuple[date, date, Outcome, tuple[str, ...], tuple[str, ...]]]:
-    """Merge consecutive days with the same verdict, reasons and evidence into windows."""
+    """Merge consecutive days with the same verdict and reasons into windows (evidence: all
+    the versions in force during the window)."""
     out: list[tuple[date, date, Outcome, tuple[str, ...], tuple[str, ...]]] = []
     for d, o, reasons, ev in days:
-        if out and out[-1][2] == o and out[-1][3] == reasons and out[-1][4] == ev:
-            a, _, _, _, _ = out[-1]
-            out[-1] = (a, d, o, reasons, ev)
+        if out and out[-1][2] == o and out[-1][3] == reasons:
+            a, _, _, _, prev_ev = out[-1]
+            out[-1] = (a, d, o, reasons, tuple(sorted({*prev_ev, *ev})))
         else:
             out.append((d, d, o, reasons, ev))
     return out
@@ -326,23 +327,28 @@ class _DailyConfigControl(RecordControl):
             while d <= rng[1]:
                 a, b = _day_bounds(d)
                 found, from_start = versions_during(snaps, a, b)
-                outcomes: list[Outcome] = []
-                reasons: list[str] = []
+                judged: list[tuple[Outcome, list[str]]] = []
                 if not from_start:
-                    outcomes.append(Outcome.INDETERMINATE)
-                    reasons.append(
-                        "no protection snapshot was in force at the start of the day: "
-                        "the configuration then is unknown"
+                    judged.append(
+                        (
+                            Outcome.INDETERMINATE,
+                            [
+                                "no protection snapshot was in force at the start of the day: "
+                                "the configuration then is unknown"
+                            ],
+                        )
                     )
                 for dig, snap in found:
                     if dig not in cache:
                         cache[dig] = self.judge_version(effective(snap), ctx.settings, pair[0])
                     o, rs = cache[dig]
-                    outcomes.append(o)
                     observed = snap.provenance.occurred_at.isoformat()
-                    reasons.extend(f"{r} (as observed {observed})" for r in rs)
+                    judged.append((o, [f"{r} (as observed {observed})" for r in rs]))
+                day_outcome = worst([o for o, _ in judged])
+                # the day is as good as its worst version: only that version's reasons explain it
+                reasons = [r for o, rs in judged if o is day_outcome for r in rs]
                 days.append(
-                    (d, worst(outcomes), tuple(reasons), tuple(sorted({x for x, _ in found})))
+                    (d, day_outcome, tuple(reasons), tuple(sorted({x for x, _ in found})))
                 )
                 d += timedelta(days=1)
             for a_day, b_day, o, why, ev in _windows(days):

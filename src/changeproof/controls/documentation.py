@@ -145,8 +145,11 @@ def record_fields(c: Change, risk: str | None, ticket_res: list[re.Pattern[str]]
     found = dict.fromkeys(fields, "body")
     if "description" not in found and _real(free) and len(free) >= 20:
         found["description"] = "body"
-    if "risk" in found and not _RISK.search(fields.get("risk", "")):
+    level = _RISK.search(fields.get("risk", ""))
+    if "risk" in found and level is None:
         del found["risk"]
+    if level is not None:
+        found["_risk_level"] = level.group(1).lower()
     if risk:
         found["risk"] = found.get("risk", "label or body")
     if "affected_systems" not in found and any(_SYSTEM_LABEL.match(lb) for lb in c.labels):
@@ -169,8 +172,10 @@ class ChangeRecord(ChangeControl):
         doc = ctx.settings.documentation
         ticket_res = _compiled(doc.ticket_patterns)
         found = record_fields(c, f.risk, ticket_res)
+        risk_level = f.risk or found.get("_risk_level")
+        found.pop("_risk_level", None)
         required = list(doc.required_fields)
-        if f.risk == "high":
+        if risk_level == "high":
             required += [x for x in doc.high_risk_required_fields if x not in required]
         missing = [x for x in required if x not in found]
         approvers = ", ".join(
@@ -181,7 +186,7 @@ class ChangeRecord(ChangeControl):
             if approvers
             else "no independent approval in the review evidence (see CM-REV-1)"
         )
-        risk = f" (risk {f.risk})" if f.risk else ""
+        risk = f" (risk {risk_level})" if risk_level else ""
         if missing:
             return self.res(
                 f,

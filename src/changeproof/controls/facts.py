@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime
 
-from changeproof.evidence import Actor, Change, Review
+from changeproof.evidence import Actor, Change, CommitInfo, Review
 from changeproof.settings import Settings, path_matches
 
 RISK_RE = re.compile(
@@ -32,6 +32,13 @@ def is_web_flow(actor: Actor, settings: Settings) -> bool:
     )
 
 
+def is_suggestion_commit(commit: CommitInfo, settings: Settings) -> bool:
+    """A commit GitHub made from a review suggestion: web-flow committed, "Apply suggestion"."""
+    return is_web_flow(commit.committer, settings) and commit.message.startswith(
+        ("Apply suggestion", "Apply suggestions from code review")
+    )
+
+
 def participants(change: Change, settings: Settings) -> tuple[frozenset[str], list[str]]:
     """Identity keys of everyone who contributed to or pushed the change, and their labels."""
     keys: set[str] = set()
@@ -50,7 +57,13 @@ def participants(change: Change, settings: Settings) -> tuple[frozenset[str], li
         add(c.author, "commit author")
         if not is_web_flow(c.committer, settings):
             add(c.committer, "committer")
+        suggestion = settings.review.allow_suggestion_commits and is_suggestion_commit(c, settings)
         for co in c.co_authors:
+            if suggestion:
+                # opt-in (policy-bot#439): the reviewer whose suggestion was applied stays
+                # independent; the exemption is reported, never silent
+                labels.append(f"{co.login or co.email or co.name} (suggestion co-author, exempt)")
+                continue
             add(co, "co-author")
     for ev in change.timeline:
         if ev.type in ("push", "force_push"):
