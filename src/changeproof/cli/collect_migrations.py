@@ -10,6 +10,7 @@ written again, so it can run after every `collect git` and `record deployment`.
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +97,13 @@ def migrations_of(
 
 
 def collect(
-    path: Path, store: Any, w: Any, settings: Any, repo: str, now: datetime
+    path: Path,
+    store: Any,
+    w: Any,
+    settings: Any,
+    repo: str,
+    now: datetime,
+    advance: Callable[[int], None] | None = None,
 ) -> list[tuple[MigrationInfo, bool]]:
     """(record, written?) for every change of ``repo`` touching migration paths."""
     import msgspec
@@ -109,6 +116,8 @@ def collect(
     anc = Ancestry(path)
     out: list[tuple[MigrationInfo, bool]] = []
     for _, change in store.iter_records(Change, repo=repo):
+        if advance is not None:
+            advance(1)
         if not change.files or not any(
             f.status != "deleted" and path_matches(f.path, patterns) for f in change.files
         ):
@@ -189,6 +198,7 @@ def collect_migrations(ctx: click.Context, path: Path, repo_name: str | None, fm
     """
     import msgspec
 
+    from changeproof.cli.progress import progress
     from changeproof.locker import Locker
     from changeproof.sources.git import GitSource
 
@@ -198,8 +208,12 @@ def collect_migrations(ctx: click.Context, path: Path, repo_name: str | None, fm
     now = datetime.now(UTC)
     store = ws.open_store()
     try:
-        with store.writer(Locker(ws.signer())) as w:
-            results = collect(source.path, store, w, settings, source.repo, now)
+        total = store.count(Change.kind, source.repo)
+        with (
+            progress(f"migrations {source.repo}", total) as advance,
+            store.writer(Locker(ws.signer())) as w,
+        ):
+            results = collect(source.path, store, w, settings, source.repo, now, advance)
     finally:
         store.close()
     if fmt == "json":
