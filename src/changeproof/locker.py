@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from changeproof.errors import LockerError
-from changeproof.store import schema, to_us, upsert
+from changeproof.store import bulk_insert, schema, to_us, upsert
 
 if TYPE_CHECKING:
     from changeproof.store import Store
@@ -237,7 +237,7 @@ class Locker:
             prev = h
         self._staged.clear()
         for i in range(0, len(entries), 5000):
-            conn.execute(sa.insert(e), entries[i : i + 5000])
+            bulk_insert(conn, e, entries[i : i + 5000])
         if entries:
             self.appended += len(entries)
             self.last_seq = seq

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from changeproof.errors import StoreError, UsageError
-from changeproof.store import Store, schema
+from changeproof.store import Store, bulk_insert, schema
 
 BATCH = 5000
 
@@ -126,7 +126,7 @@ def copy_store(
                     n = 0
                     for part in res.partitions(batch):
                         rows = [dict(r._mapping) for r in part]
-                        dconn.execute(sa.insert(t), rows)
+                        bulk_insert(dconn, t, rows)
                         n += len(rows)
                         if progress is not None:
                             progress(len(rows))
