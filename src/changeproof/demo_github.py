@@ -617,8 +617,9 @@ def generate_org(
             if rng.random() < 0.01:
                 n_files = 150
             files: list[tuple[str, str, str | None]] = []
+            renamed = rng.random() < 0.015  # ~1.5% of PRs rename a file
             for f in range(min(n_files, 400)):
-                if rng.random() < 0.005:
+                if renamed and f == 0:
                     files.append((f"src/pkg{f}/new_{i}.py", "RENAMED", f"src/pkg{f}/old_{i}.py"))
                 else:
                     files.append(

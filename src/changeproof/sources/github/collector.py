@@ -64,12 +64,14 @@ def graphql_url(api_url: str) -> str:
 
 @dataclass(frozen=True)
 class Options:
+    # GitHub charges one request per parent for a nested connection whatever its ``first``,
+    # so nested pages ask for the maximum (100): overflow follow-ups become rare.
     page_size: int = 50
-    reviews: int = 50
-    timeline: int = 50
-    commits: int = 50
+    reviews: int = 100
+    timeline: int = 100
+    commits: int = 100
     files: int = 100
-    contexts: int = 50
+    contexts: int = 100
     workers: int = 4
     archive_logs: bool = True
 
@@ -521,18 +523,23 @@ class GitHubSource:
                 run = m.workflow_run(n)
                 if run is not None:
                     runs.add(int(run["databaseId"]))
-        out: dict[int, bytes] = {}
-        for rid in sorted(runs):
+
+        def fetch(rid: int) -> tuple[int, bytes | None]:
             try:
                 resp = self.client.request(
-                    "GET", f"/repos/{repo}/actions/runs/{rid}/logs", kind="rest:logs",
+                    "GET",
+                    f"/repos/{repo}/actions/runs/{rid}/logs",
+                    kind="rest:logs",
                     expect_json=False,
-                )  # fmt: skip
+                )
             except SourceError:
-                continue  # expired or not readable: the check keeps log_sha256=None
-            if resp.status == 200 and resp.content:
-                out[rid] = resp.content
-        return out
+                return rid, None  # expired or not readable: the check keeps log_sha256=None
+            return rid, resp.content if resp.status == 200 and resp.content else None
+
+        # downloads, not API pages: a few at once per repository
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            got = list(pool.map(fetch, sorted(runs)))
+        return {rid: blob for rid, blob in got if blob is not None}
 
     # --- deployments -----------------------------------------------------------------------
 
