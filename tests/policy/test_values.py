@@ -345,18 +345,7 @@ BASED: list[tuple[str, Any, str, str, dict[str, Any]]] = [
 ]
 
 
-def _has(path: str) -> bool:
-    """Whether this version of the settings has ``path`` (settings grow as features land)."""
-    node: Any = Settings()
-    for part in path.split("."):
-        if part not in getattr(type(node), "__struct_fields__", ()):
-            return False
-        node = getattr(node, part)
-    return True
-
-
-# Settings that other features add; each gets its case once the setting exists.
-OPTIONAL: list[tuple[str, Any, str, str]] = [
+CASES += [
     (
         "documentation.high_risk_required_fields",
         ("description", "risk", "testing", "rollback", "justification"),
@@ -394,17 +383,15 @@ OPTIONAL: list[tuple[str, Any, str, str]] = [
         "from members of the team `platform`",
     ),
 ]
-CASES.extend(c for c in OPTIONAL if _has(c[0]))
-if _has("infrastructure.team"):
-    BASED.append(
-        (
-            "infrastructure.team_approvals",
-            2,
-            "Infrastructure changes",
-            "needs at least 2 independent approvals from members of the team `platform`",
-            {"infrastructure.team": "platform"},
-        )
+BASED.append(
+    (
+        "infrastructure.team_approvals",
+        2,
+        "Infrastructure changes",
+        "needs at least 2 independent approvals from members of the team `platform`",
+        {"infrastructure.team": "platform"},
     )
+)
 
 
 ALL_CASES: list[tuple[str, Any, str, str, dict[str, Any]]] = [(*c, {}) for c in CASES] + BASED

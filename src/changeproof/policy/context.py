@@ -253,25 +253,12 @@ def build_context(
     cat = catalogue_of(controls)
     doc_required = [DOC_FIELDS[f] for f in s.documentation.required_fields]
     doc_optional = [v for k, v in DOC_FIELDS.items() if k not in s.documentation.required_fields]
-    # High-risk fields arrived after the first settings version: read them when present.
-    high_risk = getattr(s.documentation, "high_risk_required_fields", ())
+    high_risk = s.documentation.high_risk_required_fields
     doc_high_risk_extra = [
         DOC_FIELDS[f]
         for f in DOC_FIELDS
         if f in high_risk and f not in s.documentation.required_fields
     ]
-    # Settings added while the policy was written: read them when this version has them.
-    inf = s.infrastructure
-    infra_extra = {
-        "team": getattr(inf, "team", None),
-        "team_approvals": getattr(inf, "team_approvals", None),
-        "privileged_approvals": getattr(inf, "privileged_approvals", None),
-        "iam_resource_types": tuple(getattr(inf, "iam_resource_types", ())),
-    }
-    patch_extra = {
-        "unscored_tier": getattr(s.patching, "unscored_tier", None),
-        "max_acceptance_days": getattr(s.patching, "max_acceptance_days", None),
-    }
     soak_rules = [r for r in s.rules if r.min_staging_soak_minutes is not None]
     approval_rules = [r for r in s.rules if r.approvals is not None]
     return {
@@ -284,8 +271,8 @@ def build_context(
         "doc_required": doc_required,
         "doc_optional": doc_optional,
         "doc_high_risk_extra": doc_high_risk_extra,
-        "infra": infra_extra,
-        "patch": patch_extra,
+        "infra": s.infrastructure,
+        "patch": s.patching,
         "doc_never": [f for f in doc_optional if f not in doc_high_risk_extra],
         "approval_rules": approval_rules,
         "soak_rules": soak_rules,
