@@ -100,3 +100,21 @@ def test_vul3_fresh_scans() -> None:
     assert stale[0].outcome == Outcome.FAIL and "old" in stale[0].reasons[0]
     partial = results(FreshScans(), ctx(h(1), scan=[scan("s1", h(0), partial=True)]))
     assert partial[0].outcome == Outcome.FAIL and "partial" in partial[0].reasons[0]
+
+
+def test_period_scoping() -> None:
+    old = ctx(
+        h(24 * 60), finding=[obs("s1", h(0))], scan=[scan("s1", h(0))], change=[change(1, h(0))]
+    )
+    old = Context(settings=old.settings, now=old.now, tables=old.tables,
+                  extra={"period": (h(24 * 30), h(24 * 40))})  # fmt: skip
+    # the finding is still open during the period: judged; the repo had no change or scan in it
+    assert [r.outcome for r in results(PatchDeadline(), old)] == [Outcome.FAIL]
+    assert results(FreshScans(), old) == []
+    before = Context(settings=old.settings, now=old.now, tables=old.tables,
+                     extra={"period": (h(-100), h(-50))})  # fmt: skip
+    assert results(PatchDeadline(), before) == []  # detected after the period
+    during = Context(settings=old.settings, now=old.now, tables=old.tables,
+                     extra={"period": (h(0), h(24 * 3))})  # fmt: skip
+    fresh = results(FreshScans(), during)
+    assert [r.outcome for r in fresh] == [Outcome.PASS]  # judged as at the period's end

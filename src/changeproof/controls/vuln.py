@@ -81,13 +81,26 @@ def states_from(ctx: Context) -> list[FindingState]:
 _CACHE: dict[int, tuple[Context, list[FindingState]]] = {}
 
 
+def _period(ctx: Context) -> tuple[datetime | None, datetime | None]:
+    start, end = ctx.extra.get("period", (None, None))
+    return start, end
+
+
+def in_period(s: FindingState, ctx: Context) -> bool:
+    """An occurrence belongs to the period when it was open at some time inside it."""
+    start, end = _period(ctx)
+    if end is not None and s.first_detected_at >= end:
+        return False
+    return start is None or s.resolved_at is None or s.resolved_at >= start
+
+
 class PatchDeadline(RecordControl):
     id = "CM-VUL-1"
     subject_kind: ClassVar = "finding"
     reads = _READS
 
     def subjects(self, ctx: Context) -> list[tuple[Any, str]]:
-        return [(s, s.evidence[0]) for s in states_from(ctx)]
+        return [(s, s.evidence[0]) for s in states_from(ctx) if in_period(s, ctx)]
 
     def evaluate(self, subject: FindingState, ctx: Context, digest: str) -> Result:
         s = subject
@@ -178,7 +191,11 @@ class CriticalViaEmergency(RecordControl):
     reads = _READS
 
     def subjects(self, ctx: Context) -> list[tuple[Any, str]]:
-        return [(s, s.evidence[0]) for s in states_from(ctx) if s.tier == "critical"]
+        return [
+            (s, s.evidence[0])
+            for s in states_from(ctx)
+            if s.tier == "critical" and in_period(s, ctx)
+        ]
 
     def evaluate(self, subject: FindingState, ctx: Context, digest: str) -> Result:
         s = subject
@@ -275,16 +292,32 @@ class FreshScans(RecordControl):
     reads = _READS
 
     def subjects(self, ctx: Context) -> list[tuple[Any, str]]:
+        # in scope: configured repositories, and those with changes or scans in the period
+        start, end = _period(ctx)
+
+        def inside(t: datetime) -> bool:
+            return (start is None or t >= start) and (end is None or t < end)
+
         repos: dict[str, str] = {r.name: "" for r in ctx.settings.repositories}
         for d, r in ctx.table("change"):
-            repos.setdefault(cast(Change, r).repo, d)
+            if inside(cast(Change, r).merged_at):
+                repos.setdefault(cast(Change, r).repo, d)
         for d, r in ctx.table("scan"):
-            repos.setdefault(cast(Scan, r).repo, d)
+            if inside(cast(Scan, r).scanned_at):
+                repos.setdefault(cast(Scan, r).repo, d)
         return [(name, dig) for name, dig in sorted(repos.items())]
 
     def evaluate(self, subject: str, ctx: Context, digest: str) -> Result:
         repo = subject
-        scans = [(d, cast(Scan, r)) for d, r in ctx.table("scan") if cast(Scan, r).repo == repo]
+        # freshness as at the end of the period (or now): an audit of last quarter asks
+        # whether scans were fresh then
+        _, end = _period(ctx)
+        at = min(ctx.now, end) if end is not None else ctx.now
+        scans = [
+            (d, cast(Scan, r))
+            for d, r in ctx.table("scan")
+            if cast(Scan, r).repo == repo and cast(Scan, r).scanned_at <= at
+        ]
         max_age = timedelta(days=ctx.settings.patching.scan_max_age_days)
         evidence = (digest,) if digest else ()
         if not scans:
@@ -311,8 +344,8 @@ class FreshScans(RecordControl):
                 evidence=tuple(d for d, _ in scans[-3:]),
             )
         d, latest = max(complete, key=lambda x: x[1].scanned_at)
-        age = ctx.now - latest.scanned_at
-        kinds = _scan_kinds(complete, ctx.now - max_age)
+        age = at - latest.scanned_at
+        kinds = _scan_kinds(complete, at - max_age)
         if age > max_age:
             return self.result(
                 repo,
