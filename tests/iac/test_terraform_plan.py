@@ -219,6 +219,17 @@ def test_other_bad_input(tmp_path: Path, data: bytes, text: str) -> None:
     assert text in _bad(tmp_path, data)
 
 
+def test_errored_incomplete_and_deferred_are_noted() -> None:
+    doc = json.loads((FIX / "checkov_for_each.json").read_bytes())
+    doc.update(
+        errored=True, complete=False, deferred_changes=[{"reason": "provider_config_unknown"}]
+    )
+    p = parse_plan(json.dumps(doc).encode(), "x", IAM)
+    assert p.errored is True and p.complete is False
+    text = " ".join(p.notes)
+    assert "errored" in text and "incomplete" in text and "1 deferred" in text
+
+
 def test_newer_minor_format_is_read_with_a_note() -> None:
     doc = json.loads((FIX / "checkov_for_each.json").read_bytes())
     doc["format_version"] = "1.3"

@@ -313,6 +313,11 @@ def parse_plan(data: bytes, name: str, iam_types: Sequence[str]) -> ParsedPlan:
     errored = _opt_bool(doc, "errored")
     if errored:
         notes.append("the plan errored (errored = true): it cannot be applied as is")
+    deferred = doc.get("deferred_changes") or ()
+    if deferred:
+        notes.append(f"{len(deferred)} deferred change(s) are not part of this plan")
+    if doc.get("complete") is False:
+        notes.append("the plan is incomplete (complete = false): another plan/apply will follow")
     changes_digest = hashlib.sha256(
         canonical_json(sorted((r.address, r.digest) for r in resources))
     ).hexdigest()
