@@ -15,11 +15,14 @@ from changeproof.evidence import (
     CommitInfo,
     Deployment,
     Emergency,
+    GateCheck,
+    GateDecision,
     ProtectionRule,
     ProtectionSnapshot,
     Provenance,
     RetroReview,
     Review,
+    ShippedChange,
 )
 from changeproof.locker import Locker
 from changeproof.settings import Settings
@@ -165,6 +168,36 @@ def fill_forge(
                             ),
                         )
                     )
+                # the gate's authorisation record for the production deployment
+                gat = at + timedelta(minutes=59)
+                graw = w.put_raw(f"gate {repo} {n}".encode(), kind="gate", source="gate")
+                w.put(
+                    GateDecision(
+                        id=f"gate-{repo}-{n}",
+                        repo=repo,
+                        environment="production",
+                        commit_sha=ch.merge_sha,
+                        decision="allow",
+                        checks=(
+                            GateCheck(
+                                rule="changes",
+                                control="CM-REV-1",
+                                outcome="pass",
+                                reasons=("every shipped change approved",),
+                            ),
+                        ),
+                        changes=tuple(
+                            ShippedChange(id=f"{repo}#{k}", outcome="pass", digest="0" * 64)
+                            for k in range(n - deploy_every + 1, n + 1)
+                        ),
+                        settings_version="test",
+                        tool_version="test",
+                        decided_at=gat,
+                        provenance=Provenance(
+                            source="gate", occurred_at=gat, collected_at=gat, raw_sha256=graw
+                        ),
+                    )
+                )
             if n in emergencies:
                 at_e = at - timedelta(minutes=10)
                 eraw = w.put_raw(f"emergency {n}".encode(), kind="emergency", source="record")

@@ -128,6 +128,9 @@ def test_evidence_page_shows_the_change_and_links_raw_evidence(audit: AuditFn) -
     assert res.sample == ["acme/api#21", "acme/tool#1", "acme/api#20"]
     page = next((pkg / "changes").glob("acme_api_20-*.html")).read_text()
     assert "EMG-20" in page and "INC-20" in page and "RR-20" in page  # emergency + retro review
+    # the authorisation record of the deployment (of #21) that shipped #20
+    auth = page[page.index("<h2>Authorisation record</h2>") : page.index("<h2>Emergency record")]
+    assert "gate_decision" in auth and "gate-acme/api-21" in auth and "acme/api#20" in auth
     assert "bob" in page and "APPROVED" in page
     head = hashlib.sha1(b"head20").hexdigest()
     assert head in page  # the approved commit

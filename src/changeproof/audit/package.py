@@ -52,6 +52,7 @@ PUBLIC_KEY = "public-key.pem"
 UNLISTED = frozenset({MANIFEST, MANIFEST_SIG})
 POPULATION_LEVEL = frozenset({"population", "repository", "locker"})
 BAD = (Outcome.FAIL, Outcome.INDETERMINATE)
+AUTH_HINTS = ("approval", "gate", "authori")  # record kinds that authorise a deployment
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,18 @@ def _gather(
             ((env, d, g) for env, (d, g) in best.items()),
             key=lambda x: (order.get(x[0], -1), x[1].started_at),
         )
+    # the authorisation records (gate decisions, deployment approvals) of the deployments that
+    # shipped each change: they name the deployed commit, which may be a later change's
+    by_commit: dict[str, list[Sampled]] = defaultdict(list)
+    for s in sampled:
+        for _env, dep, _dig in s.shipped_by:
+            by_commit[dep.commit_sha].append(s)
+    for rel in _related_records(store, set(by_commit)):
+        if not any(h in rel.kind for h in AUTH_HINTS):
+            continue
+        for s in by_commit.get(rel.subject or "", []):
+            if all(r.digest != rel.digest for r in s.related):
+                s.related.append(rel)
     return sampled
 
 

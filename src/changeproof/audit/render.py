@@ -387,8 +387,6 @@ CHANGE = """<!doctype html>
 </body></html>
 """
 
-AUTH_HINTS = ("approval", "gate", "authori")
-
 
 def _fields(rel: Any) -> dict[str, str]:
     data = msgspec.json.decode(rel.body) if rel.record is None else msgspec.to_builtins(rel.record)
@@ -403,21 +401,34 @@ def _fields(rel: Any) -> dict[str, str]:
             if v.get("url"):
                 out["url"] = str(v["url"])
             continue
-        if isinstance(v, dict):
-            v = v.get("login") or v.get("email") or v.get("name") or msgspec.json.encode(v).decode()
-        elif isinstance(v, list):
-            v = ", ".join(str(x) for x in v)
-        out[k] = "" if v is None else str(v)
+        out[k] = _cell(v)
     return out
 
 
+def _cell(v: Any) -> str:
+    """A record field as one readable line: actors by login, nested rules as 'k: v' lists."""
+    if v is None:
+        return ""
+    if isinstance(v, dict):
+        if any(k in v for k in ("login", "email")) and "type" in v:
+            return str(v.get("login") or v.get("email") or v.get("name"))
+        return "; ".join(f"{k}: {_cell(x)}" for k, x in v.items() if x not in (None, "", [], {}))
+    if isinstance(v, list):
+        if v and all(isinstance(x, dict) for x in v):
+            return " | ".join(_cell(x) for x in v)
+        return ", ".join(_cell(x) for x in v)
+    return str(v)
+
+
 def change_html(ctx: dict[str, Any], s: Sampled) -> bytes:
+    from changeproof.audit import package
+
     auth, emerg, other = [], [], []
     for rel in s.related:
         item = (rel, _fields(rel))
         if rel.kind in ("emergency", "retro_review"):
             emerg.append(item)
-        elif any(h in rel.kind for h in AUTH_HINTS):
+        elif any(h in rel.kind for h in package.AUTH_HINTS):
             auth.append(item)
         elif rel.kind != "deployment":
             other.append(item)
