@@ -672,3 +672,22 @@ def test_bad_input_exits_2_and_records_nothing(proj: Proj, repo: GitRepo, tmp_pa
         ("record", "review", "--subject", "EMG-nope", "--by", "erin"),
     ):
         assert proj.run(*args).returncode == 2, args
+
+
+def test_closed_stdout_keeps_the_deny(proj: Proj, repo: GitRepo) -> None:
+    """A deny piped into a reader that is already gone still exits 1, and is recorded."""
+    sha = merge_pr(repo, 1)
+    proj.collect()
+    cmd = " ".join([*CLI, "gate", "--env", "production", "--commit", sha, "--actor", "mallory"])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEPROOF_")}
+    r = subprocess.run(
+        ["bash", "-c", f'{cmd} --format json | true; echo "rc=${{PIPESTATUS[0]}}"'],
+        cwd=proj.root,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert r.stdout.strip() == "rc=1", r.stdout + r.stderr
+    assert [d.decision for d in proj.decisions()] == ["deny"]

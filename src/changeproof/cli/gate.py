@@ -207,10 +207,16 @@ def gate(
             rec = record(db, verdict)
         finally:
             db.close()
-    _render(verdict, rec, fmt, report)
+    code = EXIT_OK if verdict.allowed and rec.decision.decision == "allow" else EXIT_FAIL
+    try:
+        _render(verdict, rec, fmt, report)
+    except BrokenPipeError:
+        # stdout went away (piped into `head`, a closed log): the decision, already recorded,
+        # sets the exit code, whatever the CLI's generic broken-pipe handling would say
+        os._exit(code)
     if rec.emergency is not None:
         _announce(rec.emergency, settings)
-    ctx.exit(EXIT_OK if verdict.allowed and rec.decision.decision == "allow" else EXIT_FAIL)
+    ctx.exit(code)
 
 
 def _render(verdict: Any, rec: Any, fmt: str, report: Path | None) -> None:
