@@ -12,6 +12,7 @@ from changeproof.cli.timeparse import parse_instant
 
 # Sources other than git live in their own modules: name → (module, attribute).
 COLLECT_COMMANDS: dict[str, tuple[str, str]] = {
+    "dependabot": ("changeproof.cli.collect_dependabot", "collect_dependabot_cmd"),
     "migrations": ("changeproof.cli.collect_migrations", "collect_migrations"),
     "git": ("changeproof.cli.collect", "collect_git"),
     "github": ("changeproof.cli.collect_github", "collect_github"),
