@@ -330,3 +330,19 @@ def test_emergency_excepts_only_the_listed_controls() -> None:
     assert got["CM-REV-1"] is Outcome.EXCEPTION
     assert got["CM-TST-1"] is Outcome.EXCEPTION
     assert got["CM-REV-2"] is Outcome.FAIL  # self-approval is not something an emergency excuses
+
+
+def test_dep3_github_environment_approval_while_waiting() -> None:
+    """GitHub timestamps a deployment when it starts waiting for reviewers: an approval
+    after creation but before completion authorised it; elsewhere it must precede the start."""
+    import msgspec
+
+    s = settings(deployment=st.Deployment(model="release_manager", release_managers=("rm",)))
+    commit = "c" * 40
+    prod = deployment("production", commit, at=NOW)
+    prod = msgspec.structs.replace(prod, finished_at=NOW + timedelta(minutes=30))
+    ok = approval("rm", commit, at=NOW + timedelta(minutes=10))
+    g = gate_record(True, (sc(1),), commit, at=NOW + timedelta(minutes=12))
+    gh = msgspec.structs.replace(prod, system="github")
+    assert judge("CM-DEP-3", gh, ctx(s, gh, ok, g)).outcome is Outcome.PASS
+    assert judge("CM-DEP-3", prod, ctx(s, prod, ok, g)).outcome is Outcome.FAIL

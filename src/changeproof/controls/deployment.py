@@ -463,13 +463,17 @@ class Authorised(_DeploymentControl):
         found = gate_decision_for(d, ctx)
         participants = frozenset(found[1].participants) if found else None
         triggered = found[1].triggered_by if found else None
+        # A GitHub deployment is created (and timestamped) before it waits for its
+        # environment's reviewers, and cannot run until they approve: an approval up to its
+        # completion came before it ran. Elsewhere the recorded start is the real start.
+        before = (d.finished_at or d.started_at) if d.system == "github" else d.started_at
         outcome, reasons, read = authorisation_rule(
             repo=d.repo,
             environment=d.environment,
             commit=d.commit_sha,
             actor=d.actor,
             triggered_by=triggered,
-            before=d.started_at,
+            before=before,
             approvals=ctx.table("deployment_approval"),
             participants=participants,
             settings=ctx.settings,
