@@ -1,0 +1,167 @@
+"""The store's writes and lookups behave the same on SQLite and PostgreSQL (the `store`
+fixture runs each test on both), including the big-batch paths PostgreSQL takes through
+binary COPY (from COPY_MIN_ROWS rows on)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from changeproof.evidence import Change, Deployment, Provenance
+from changeproof.locker import Locker, verify_locker
+from changeproof.store import COPY_MIN_ROWS, Store, bulk_insert, schema
+from changeproof.workspace import Workspace
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+N = COPY_MIN_ROWS * 2 + 17
+
+
+def sha(i: int, salt: str = "a") -> str:
+    return f"{i:08x}".ljust(40, salt)
+
+
+def change(i: int, title: str = "") -> Change:
+    at = T0 + timedelta(minutes=i)
+    return Change(
+        repo="acme/api",
+        branch="main",
+        number=i,
+        change_type="squash",
+        platform="github",
+        merged_at=at,
+        merge_sha=sha(i),
+        landed_shas=(sha(i),),
+        title=title or f"change {i}",
+        provenance=Provenance(source="unit", occurred_at=at, collected_at=at, raw_sha256="0" * 64),
+    )
+
+
+def deployment(i: int, status: str) -> Deployment:
+    at = T0 + timedelta(minutes=i)
+    return Deployment(
+        id=f"d{i}",
+        repo="acme/api",
+        environment="production",
+        commit_sha=sha(i),
+        status=status,  # type: ignore[arg-type]
+        started_at=at,
+        provenance=Provenance(source="unit", occurred_at=at, collected_at=at, raw_sha256="0" * 64),
+    )
+
+
+def ids(store: Store, kind: str) -> dict[str, int]:
+    e = schema.evidence
+    with store.connect() as conn:
+        return dict(conn.execute(sa.select(e.c.key, e.c.id).where(e.c.kind == kind)))
+
+
+def test_big_batches_upsert_to_the_latest_view(store: Store) -> None:
+    with store.writer() as w:
+        for i in range(N):
+            w.put(change(i), seq=i * 1000)
+            w.put(deployment(i, "started"))
+    first_ids = ids(store, "deployment")
+    with store.writer() as w:
+        for i in range(N):
+            # every other deployment finished; the rest are written again unchanged
+            w.put(deployment(i, "success" if i % 2 else "started"))
+        w.put(change(5, "renamed"), seq=5000)
+    assert store.count("change") == N
+    assert store.count("deployment") == N
+    statuses = sorted(d.status for d in store.records(Deployment, repo="acme/api"))
+    assert statuses.count("success") == N // 2
+    assert ids(store, "deployment") == first_ids  # an upsert keeps the row (and its order)
+    hit = store.get(Change, "acme/api#5")
+    assert hit is not None and hit[1].title == "renamed"
+    # records stream back in time order on both backends
+    times = [c.merged_at for c in store.records(Change)]
+    assert times == sorted(times) and len(times) == N
+
+
+def test_commit_lookup_by_full_sha_and_prefix(store: Store) -> None:
+    with store.writer() as w:
+        for i in range(N):
+            w.put(change(i), seq=i * 1000)
+    full = store.change_for_commit("acme/api", sha(42))
+    assert full is not None and full[1].number == 42
+    prefix = store.change_for_commit("acme/api", sha(42)[:30])
+    assert prefix is not None and prefix[1].number == 42
+    assert store.change_for_commit("acme/api", "f" * 40) is None
+    assert store.change_for_commit("acme/other", sha(42)) is None
+
+
+def test_cursor_and_meta_are_replaced_not_duplicated(store: Store) -> None:
+    for tip in ("aaa", "bbb", "ccc"):
+        with store.writer() as w:
+            w.set_cursor("git", "acme/api:main", tip, complete=tip != "bbb")
+            w.set_meta("last_tip", tip)
+    assert store.cursor("git", "acme/api:main") == "ccc"
+    assert store.get_meta("last_tip") == "ccc"
+    with store.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(schema.collect_state)).scalar()
+        complete = conn.execute(sa.select(schema.collect_state.c.complete)).scalar()
+    assert n == 1 and complete is True
+
+
+def test_big_locker_batches_chain_and_dedupe(store: Store, workspace: Workspace) -> None:
+    signer = workspace.signer()
+    payloads = [f"payload {i}".encode() for i in range(N)]
+    with store.writer(Locker(signer)) as w:
+        for p in payloads:
+            w.put_raw(p, kind="t", source="unit")
+        for p in payloads[:50]:  # repeated inside the unit of work
+            w.put_raw(p, kind="t", source="unit")
+    with store.writer(Locker(signer)) as w:
+        for p in payloads[::3]:  # already stored: no new entries
+            w.put_raw(p, kind="t", source="unit")
+        w.put_raw(b"one more", kind="t", source="unit")
+    rep = verify_locker(store, workspace.public_key_pem())
+    assert rep.ok, rep.problems
+    assert (rep.entries, rep.objects, rep.checkpoints) == (N + 1, N + 1, 2)
+    o = schema.locker_objects
+    with store.connect() as conn:
+        body = conn.execute(
+            sa.select(o.c.body).where(o.c.size == len(b"payload 7"), o.c.body == b"payload 7")
+        ).scalar_one()
+    assert bytes(body) == b"payload 7"  # bytea / BLOB round-trips as bytes
+
+
+def test_bulk_insert_then_identity_ids_continue(store: Store) -> None:
+    rows = [
+        {
+            "run_id": 1,
+            "control": "CM-REV-1",
+            "subject": f"acme/api#{i}",
+            "repo": "acme/api",
+            "outcome": "pass",
+            "digest": "d" * 64,
+            "body": b"{}",
+        }
+        for i in range(N)
+    ]
+    with store.engine.begin() as conn:
+        bulk_insert(conn, schema.results, rows)
+        new_id = conn.execute(
+            sa.insert(schema.results).values(rows[0]).returning(schema.results.c.id)
+        ).scalar_one()
+    assert new_id == N + 1
+    with store.connect() as conn:
+        n = conn.execute(sa.select(sa.func.count()).select_from(schema.results)).scalar()
+    assert n == N + 1
+
+
+def test_failed_big_unit_of_work_keeps_nothing(store: Store, workspace: Workspace) -> None:
+    signer = workspace.signer()
+    try:
+        with store.writer(Locker(signer)) as w:
+            for i in range(N):
+                w.put_raw(f"x{i}".encode(), kind="t", source="unit")
+                w.put(deployment(i, "success"))
+            w.flush()
+            raise RuntimeError("interrupted")
+    except RuntimeError:
+        pass
+    assert store.count("deployment") == 0
+    rep = verify_locker(store, workspace.public_key_pem())
+    assert rep.ok and rep.entries == 0 and rep.objects == 0
