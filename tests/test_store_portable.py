@@ -53,7 +53,8 @@ def deployment(i: int, status: str) -> Deployment:
 def ids(store: Store, kind: str) -> dict[str, int]:
     e = schema.evidence
     with store.connect() as conn:
-        return dict(conn.execute(sa.select(e.c.key, e.c.id).where(e.c.kind == kind)))
+        rows = conn.execute(sa.select(e.c.key, e.c.id).where(e.c.kind == kind)).all()
+    return {str(k): int(i) for k, i in rows}
 
 
 def test_big_batches_upsert_to_the_latest_view(store: Store) -> None:
