@@ -810,6 +810,14 @@ class GitHubReplay:
             data, cost = self._probe(repo), 1  # type: ignore[arg-type]
         elif op == "MergedPullRequests":
             data, cost = self._prs(repo, v)  # type: ignore[arg-type]
+            if HISTORY_RE.search(query):  # history carried along with the page
+                hist, hcost = self._history(repo, query)  # type: ignore[arg-type]
+                data["repository"].update(hist["repository"])
+                cost += hcost
+            if OVERFLOW_RE.search(query):  # the previous page's follow-ups, too
+                more, ocost = self._overflow(query)
+                data.update(more)
+                cost += ocost
         elif op == "FirstParentHistory":
             data, cost = self._history(repo, query)  # type: ignore[arg-type]
         elif op == "PullRequestOverflow":

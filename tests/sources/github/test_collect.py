@@ -246,8 +246,9 @@ def test_incremental_fetches_only_new_work(collected: Any) -> None:
     b.next_number, b.next_run, b.next_deploy = len(repo.prs) + 1, 5000, 50
     new = b.merge_pr(author="zoe", reviews=[("bob", "APPROVED", "head")])
     results, client = h.collect()
+    # one probe, one page of PRs carrying the new stretch of history: nothing else
     assert client.stats.by_kind["graphql:prs"] == 1
-    assert client.stats.by_kind["graphql:history"] == 1
+    assert client.stats.graphql_requests == 2
     assert results[0].pull_requests == 1
     got = h.store.get(Change, f"{REPO}#{new['number']}")
     assert got is not None and got[1].author is not None and got[1].author.login == "zoe"
@@ -379,3 +380,21 @@ def test_many_repositories_concurrently(harness: Make) -> None:
     results, _ = h.collect()
     assert [r.pull_requests for r in results] == [4, 4, 4]
     assert h.store.repos() == ["acme/svc0", "acme/svc1", "acme/svc2"]
+
+
+def test_rebase_merge_found_late_in_history_is_attributed(harness: Make) -> None:
+    # PR pages go oldest first, history newest first: the old rebase merge's commits arrive
+    # after its PR was stored, and the final pass attributes them.
+    org = Org(login="acme")
+    b = RepoBuilder(org, "big")
+    old = b.merge_pr(method="rebase", commits=3, reviews=[("bob", "APPROVED", "head")])
+    for _ in range(120):
+        b.merge_pr(reviews=[("bob", "APPROVED", "head")])
+    h = harness(org)
+    _, client = h.collect(page_size=20)
+    got = h.store.get(Change, f"acme/big#{old['number']}")
+    assert got is not None
+    c = got[1]
+    assert (c.change_type, c.merge_method, len(c.landed_shas)) == ("rebase", "rebase", 3)
+    assert h.store.count("change", "acme/big") == 122  # + the root commit, no direct pushes
+    assert "graphql:history" not in client.stats.by_kind  # carried by the PR pages

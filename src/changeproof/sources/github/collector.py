@@ -334,28 +334,29 @@ class GitHubSource:
 
     # --- history and PRs -------------------------------------------------------------------
 
-    def _history(self, repo: str, tip: str, stop: str | None) -> list[dict[str, Any]]:
-        """First-parent commits newest first, from ``tip`` down to (excluding) ``stop``."""
+    def _take_history(self, r: dict[str, Any], walk: _Walk) -> None:
+        """Append one stretch of ``tip~N`` aliases (c0…) to the walk; mark it done at the
+        previously collected tip, the root, or past the end."""
+        for i in range(HISTORY_PAGE):
+            node = r.get(f"c{i}")
+            if not node or not node.get("oid") or node["oid"] == walk.stop:
+                walk.done = True
+                return
+            walk.commits.append(node)
+            if not (node.get("parents") or {}).get("nodes"):
+                walk.done = True
+                return
+        walk.start += HISTORY_PAGE
+
+    def _finish_history(self, repo: str, walk: _Walk) -> None:
         owner, name = split_repo(repo)
-        out: list[dict[str, Any]] = []
-        start = 0
-        while True:
+        while not walk.done:
             data = self._gql(
-                q.history_query(tip, start, HISTORY_PAGE),
+                q.history_query(walk.tip, walk.start, HISTORY_PAGE),
                 {"owner": owner, "name": name},
                 kind="graphql:history",
             )
-            r = data.get("repository") or {}
-            for i in range(HISTORY_PAGE):
-                node = r.get(f"c{i}")
-                if not node or not node.get("oid"):
-                    return out  # walked past the root
-                if node["oid"] == stop:
-                    return out
-                out.append(node)
-                if not (node.get("parents") or {}).get("nodes"):
-                    return out
-            start += HISTORY_PAGE
+            self._take_history(data.get("repository") or {}, walk)
 
     def _attribute(
         self, branch: str, commits: list[dict[str, Any]]
@@ -399,104 +400,117 @@ class GitHubSource:
     ) -> None:
         scope = f"{repo}:{branch}"
         prev_tip = store.cursor(SRC, f"{scope}:tip")
-        commits = self._history(repo, tip, prev_tip) if prev_tip != tip else []
-        landed, direct = self._attribute(branch, commits)
+        walk = _Walk(tip=tip, stop=prev_tip, done=prev_tip == tip)
         after = store.cursor(SRC, f"{scope}:prs")
         owner, name = split_repo(repo)
         size = self.opt.page_size
+        pending: list[_Page] = []  # fetched pages whose overflow is still being followed
+        more = True
         while True:
-            variables = {
-                "owner": owner, "name": name, "base": branch, "first": size,
-                "after": after or None, "reviews": self.opt.reviews,
-                "timeline": self.opt.timeline, "commits": self.opt.commits,
-                "files": self.opt.files, "contexts": self.opt.contexts,
-            }  # fmt: skip
-            try:
-                data = self._gql(
-                    q.MERGED_PRS, variables, kind="graphql:prs", retries=0 if size > 1 else None
-                )
-            except TransientError:
-                if size <= 1:
-                    raise
-                size = max(1, size // 2)  # an expensive page times out: ask for less
-                continue
-            conn = (data.get("repository") or {}).get("pullRequests") or {}
-            nodes = [n for n in conn.get("nodes") or [] if n and n.get("mergedAt")]
-            self._overflow(nodes)
-            renames = self._renames(repo, nodes)
-            logs = self._logs(repo, nodes) if self.opt.archive_logs else {}
-            now = self.now()
-            with self._tx(store, signer) as w:
-                digests = {rid: w.put_raw(blob, kind="github.actions_log", source=SRC,
-                                          media_type="application/zip")
-                           for rid, blob in logs.items()}  # fmt: skip
-                for pr in nodes:
-                    raw = w.put_raw(canonical_json(pr), kind="github.pull_request", source=SRC)
-                    number = int(pr["number"])
-                    shas = landed.get(number) or self._stored_landed(store, repo, number)
-                    change = m.pull_request_change(
-                        pr, repo=repo, branch=branch, landed=shas,
-                        renames=renames.get(number, {}),
-                        ticket_patterns=self.settings.documentation.ticket_patterns,
-                        log_digests=digests, raw_sha256=raw, collected_at=now,
-                    )  # fmt: skip
-                    w.put(change)
-                res.log_archives += len(digests)
-                page = conn.get("pageInfo") or {}
-                if page.get("endCursor"):
-                    after = str(page["endCursor"])
-                    w.set_cursor(SRC, f"{scope}:prs", after)
-            res.pull_requests += len(nodes)
-            res.changes += len(nodes)
-            advance(len(nodes))
-            if not (conn.get("pageInfo") or {}).get("hasNextPage"):
+            wanted = _overflow_wanted([n for p in pending for n in p.nodes])[:MAX_OVERFLOW]
+            while pending and not _overflow_wanted(pending[0].nodes):
+                self._commit_page(store, signer, repo, branch, scope, pending.pop(0), walk, res)
+                advance(0)
+            if not more and not wanted:
                 break
-            size = min(self.opt.page_size, size * 2)
+            if more:
+                variables = {
+                    "owner": owner, "name": name, "base": branch, "first": size,
+                    "after": after or None, "reviews": self.opt.reviews,
+                    "timeline": self.opt.timeline, "commits": self.opt.commits,
+                    "files": self.opt.files, "contexts": self.opt.contexts,
+                }  # fmt: skip
+                history = None if walk.done else (walk.tip, walk.start, HISTORY_PAGE)
+                try:
+                    data = self._gql(
+                        q.merged_prs_query(history, wanted), variables, kind="graphql:prs",
+                        retries=0 if size > 1 else None,
+                    )  # fmt: skip
+                except TransientError:
+                    if size <= 1:
+                        raise
+                    size = max(1, size // 2)  # an expensive page times out: ask for less
+                    continue
+                r = data.get("repository") or {}
+                if history is not None:
+                    self._take_history(r, walk)
+                conn = r.get("pullRequests") or {}
+                page = conn.get("pageInfo") or {}
+                nodes = [n for n in conn.get("nodes") or [] if n and n.get("mergedAt")]
+                _apply_overflow(pending, wanted, data)
+                pending.append(_Page(nodes, page.get("endCursor")))
+                after = str(page["endCursor"]) if page.get("endCursor") else after
+                more = bool(page.get("hasNextPage"))
+                size = min(self.opt.page_size, size * 2)
+            else:
+                data = self._gql(q.overflow_query(wanted), {}, kind="graphql:overflow")
+                _apply_overflow(pending, wanted, data)
+        self._finish_history(repo, walk)
+        landed, direct = self._attribute(branch, walk.commits)
         now = self.now()
         with self._tx(store, signer) as w:
+            # rebase merges whose earlier commits the history reached after the PR was stored
+            for number, shas in landed.items():
+                got = store.get(Change, f"{repo}#{number}")
+                if got is not None and got[1].branch == branch:
+                    fixed = with_landed(got[1], shas)
+                    if fixed != got[1]:
+                        w.put(fixed)
             for c in direct:
                 raw = w.put_raw(canonical_json(c), kind="github.commit", source=SRC)
-                w.put(m.direct_push_change(c, repo=repo, branch=branch, raw_sha256=raw,
-                                           collected_at=now))  # fmt: skip
+                w.put(
+                    m.direct_push_change(
+                        c, repo=repo, branch=branch, raw_sha256=raw, collected_at=now
+                    )
+                )
             w.set_cursor(SRC, f"{scope}:tip", tip)
         res.direct_pushes += sum(1 for c in direct if (c.get("parents") or {}).get("nodes"))
         res.changes += len(direct)
         advance(len(direct))
 
+    def _commit_page(
+        self,
+        store: Store,
+        signer: Any,
+        repo: str,
+        branch: str,
+        scope: str,
+        page: _Page,
+        walk: _Walk,
+        res: RepoResult,
+    ) -> None:
+        """Store one complete page of PRs with its cursor, in one transaction."""
+        landed, _ = self._attribute(branch, walk.commits)
+        renames = self._renames(repo, page.nodes)
+        logs = self._logs(repo, page.nodes) if self.opt.archive_logs else {}
+        now = self.now()
+        with self._tx(store, signer) as w:
+            digests = {
+                rid: w.put_raw(
+                    blob, kind="github.actions_log", source=SRC, media_type="application/zip"
+                )
+                for rid, blob in logs.items()
+            }
+            for pr in page.nodes:
+                raw = w.put_raw(canonical_json(pr), kind="github.pull_request", source=SRC)
+                number = int(pr["number"])
+                shas = landed.get(number) or self._stored_landed(store, repo, number)
+                change = m.pull_request_change(
+                    pr, repo=repo, branch=branch, landed=shas,
+                    renames=renames.get(number, {}),
+                    ticket_patterns=self.settings.documentation.ticket_patterns,
+                    log_digests=digests, raw_sha256=raw, collected_at=now,
+                )  # fmt: skip
+                w.put(change)
+            if page.end_cursor:
+                w.set_cursor(SRC, f"{scope}:prs", page.end_cursor)
+        res.log_archives += len(digests)
+        res.pull_requests += len(page.nodes)
+        res.changes += len(page.nodes)
+
     def _stored_landed(self, store: Store, repo: str, number: int) -> list[str] | None:
         got = store.get(Change, f"{repo}#{number}")
         return list(got[1].landed_shas) if got else None
-
-    def _overflow(self, nodes: list[dict[str, Any]]) -> None:
-        """Follow every nested connection that has more pages, batched per round."""
-        by_id = {str(n["id"]): n for n in nodes}
-        while True:
-            wanted: list[tuple[str, str, str]] = []
-            for node_id, pr in by_id.items():
-                for conn in q.OVERFLOW_FIELDS:
-                    holder = pr.get(conn) or {}
-                    if conn == "statusCheckRollup":
-                        holder = holder.get("contexts") or {}
-                    page = holder.get("pageInfo") or {}
-                    if not page.get("hasNextPage"):
-                        continue
-                    if conn == "files" and int(pr.get("changedFiles") or 0) > m.MAX_FILES:
-                        page["hasNextPage"] = False  # GitHub cannot list them all: partial
-                        continue
-                    wanted.append((node_id, conn, str(page["endCursor"])))
-            if not wanted:
-                return
-            data = self._gql(q.overflow_query(wanted), {}, kind="graphql:overflow")
-            for i, (node_id, conn, _) in enumerate(wanted):
-                got = (data.get(f"o{i}") or {}).get(conn) or {}
-                pr = by_id[node_id]
-                if conn == "statusCheckRollup":
-                    got = got.get("contexts") or {}
-                    holder = pr[conn]["contexts"]
-                else:
-                    holder = pr[conn]
-                holder["nodes"] = list(holder.get("nodes") or []) + list(got.get("nodes") or [])
-                holder["pageInfo"] = got.get("pageInfo") or {"hasNextPage": False}
 
     def _renames(self, repo: str, nodes: list[dict[str, Any]]) -> dict[int, dict[str, str]]:
         """GraphQL has no previous path for renamed files; REST does (only for PRs with renames)."""
@@ -760,6 +774,78 @@ class GitHubSource:
                 w.put(TeamMembership(team=team, members=members, provenance=Provenance(
                     source=SRC, occurred_at=now, collected_at=now, raw_sha256=raw)))  # fmt: skip
         return notes
+
+
+MAX_OVERFLOW = 50  # follow-ups carried by one request
+
+
+@dataclass
+class _Walk:
+    """First-parent history walked so far (newest first) from ``tip`` down to ``stop``."""
+
+    tip: str
+    stop: str | None
+    done: bool
+    start: int = 0
+    commits: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Page:
+    nodes: list[dict[str, Any]]
+    end_cursor: str | None
+
+
+def _holder(pr: dict[str, Any], conn: str) -> dict[str, Any]:
+    value: dict[str, Any] = pr.get(conn) or {}
+    if conn == "statusCheckRollup":
+        value = value.get("contexts") or {}
+    return value
+
+
+def _overflow_wanted(nodes: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """(PR node id, connection, after cursor) for every nested connection with more pages."""
+    wanted: list[tuple[str, str, str]] = []
+    for pr in nodes:
+        for conn in q.OVERFLOW_FIELDS:
+            page = _holder(pr, conn).get("pageInfo") or {}
+            if not page.get("hasNextPage"):
+                continue
+            if conn == "files" and int(pr.get("changedFiles") or 0) > m.MAX_FILES:
+                page["hasNextPage"] = False  # GitHub cannot list them all: partial, on purpose
+                continue
+            wanted.append((str(pr["id"]), conn, str(page["endCursor"])))
+    return wanted
+
+
+def _apply_overflow(
+    pages: list[_Page], wanted: list[tuple[str, str, str]], data: dict[str, Any]
+) -> None:
+    by_id = {str(n["id"]): n for p in pages for n in p.nodes}
+    for i, (node_id, conn, _) in enumerate(wanted):
+        got = (data.get(f"o{i}") or {}).get(conn) or {}
+        if conn == "statusCheckRollup":
+            got = got.get("contexts") or {}
+        holder = _holder(by_id[node_id], conn)
+        holder["nodes"] = list(holder.get("nodes") or []) + list(got.get("nodes") or [])
+        holder["pageInfo"] = got.get("pageInfo") or {"hasNextPage": False}
+
+
+def with_landed(change: Change, shas: list[str]) -> Change:
+    """The change with the commits history attributed to it (a rebase merge lands several)."""
+    landed = tuple(shas) if change.merge_sha in shas else (*shas, change.merge_sha)
+    if landed == change.landed_shas:
+        return change
+    method = change.merge_method
+    if len(landed) > 1 and method != "merge":
+        method = "rebase"
+    ctype = change.change_type if change.change_type == "merge_queue" else method
+    return msgspec.structs.replace(
+        change,
+        landed_shas=landed,
+        merge_method=method,
+        change_type=ctype,  # type: ignore[arg-type]
+    )
 
 
 class NotReadable(SourceError):

@@ -566,7 +566,10 @@ def deployment(
     )
     final = [s for s in statuses if s["state"] in ("SUCCESS", "FAILURE", "ERROR", "INACTIVE")]
     latest = statuses[-1]["state"] if statuses else str(node.get("state") or "PENDING")
-    started = ts(node["createdAt"])
+    # A deployment to a protected environment is created, waits for its reviewers, and only
+    # then runs: it starts with its first running (or final) status, not at creation.
+    ran = [s for s in statuses if s["state"] in ("IN_PROGRESS", "SUCCESS", "FAILURE", "ERROR")]
+    started = ts(ran[0]["createdAt"]) if ran else ts(node["createdAt"])
     return Deployment(
         id=f"github:{repo}:{node['databaseId']}",
         repo=repo,

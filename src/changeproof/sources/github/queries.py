@@ -9,6 +9,7 @@ rather than ``authors(first:)`` (which would cost 50×50 per page).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 RATE = "rateLimit { cost remaining resetAt }"
 
@@ -62,19 +63,6 @@ PULL_REQUEST = f"""id number title body url createdAt updatedAt mergedAt
   statusCheckRollup {{ contexts(first: $contexts) {{ {PAGE} nodes {{ {CONTEXT} }} }} }}
   files(first: $files) {{ {PAGE} nodes {{ {FILE} }} }}"""
 
-MERGED_PRS = f"""query MergedPullRequests($owner: String!, $name: String!, $base: String!,
-    $first: Int!, $after: String, $reviews: Int!, $timeline: Int!, $commits: Int!,
-    $files: Int!, $contexts: Int!) {{
-  {RATE}
-  repository(owner: $owner, name: $name) {{
-    pullRequests(states: MERGED, baseRefName: $base, first: $first, after: $after,
-        orderBy: {{field: UPDATED_AT, direction: ASC}}) {{
-      {PAGE}
-      nodes {{ {PULL_REQUEST} }}
-    }}
-  }}
-}}"""
-
 PROBE = f"""query Probe($owner: String!, $name: String!) {{
   {RATE}
   repository(owner: $owner, name: $name) {{
@@ -115,15 +103,18 @@ FIRST_PARENT = f"""oid committedDate authoredDate message
     mergeCommit {{ oid }} }} }}"""
 
 
-def history_query(tip: str, start: int, count: int) -> str:
-    """First-parent commits tip~start … tip~(start+count-1), one alias each (``~`` follows
-    first parents only), with their associated PRs for attribution."""
+def _history_aliases(tip: str, start: int, count: int) -> list[str]:
     lit = json.dumps
-    parts = [
+    return [
         f"c{i}: object(expression: {lit(f'{tip}~{start + i}')}) {{ ... on Commit {{ ...FP }} }}"
         for i in range(count)
     ]
-    body = "\n    ".join(parts)
+
+
+def history_query(tip: str, start: int, count: int) -> str:
+    """First-parent commits tip~start … tip~(start+count-1), one alias each (``~`` follows
+    first parents only), with their associated PRs for attribution."""
+    body = "\n    ".join(_history_aliases(tip, start, count))
     return (
         f"query FirstParentHistory($owner: String!, $name: String!) {{\n  {RATE}\n"
         f"  repository(owner: $owner, name: $name) {{\n    {body}\n  }}\n}}\n"
@@ -147,13 +138,49 @@ OVERFLOW_FIELDS = {
 }
 
 
-def overflow_query(requests: list[tuple[str, str, str]]) -> str:
-    """``requests``: (pull request node id, connection name, after cursor) triples."""
+def _overflow_aliases(requests: Sequence[tuple[str, str, str]]) -> list[str]:
     parts = []
     for i, (node_id, conn, after) in enumerate(requests):
         sel = OVERFLOW_FIELDS[conn] % json.dumps(after)
         parts.append(f"o{i}: node(id: {json.dumps(node_id)}) {{ ... on PullRequest {{ {sel} }} }}")
-    return "query PullRequestOverflow {\n  " + RATE + "\n  " + "\n  ".join(parts) + "\n}"
+    return parts
+
+
+def overflow_query(requests: Sequence[tuple[str, str, str]]) -> str:
+    """``requests``: (pull request node id, connection name, after cursor) triples."""
+    return (
+        "query PullRequestOverflow {\n  " + RATE + "\n  "
+        + "\n  ".join(_overflow_aliases(requests)) + "\n}"
+    )  # fmt: skip
+
+
+def merged_prs_query(
+    history: tuple[str, int, int] | None = None,
+    overflow: Sequence[tuple[str, str, str]] = (),
+) -> str:
+    """A page of merged PRs; optionally carrying the next stretch of first-parent history
+    (``history`` = (tip, start, count)) and the previous page's overflow follow-ups, so
+    neither costs a request of its own while PR pages remain."""
+    hist = "\n    ".join(_history_aliases(*history)) if history else ""
+    ovf = "\n  ".join(_overflow_aliases(overflow))
+    frag = f"\nfragment FP on Commit {{ {FIRST_PARENT} }}" if history else ""
+    return f"""query MergedPullRequests($owner: String!, $name: String!, $base: String!,
+    $first: Int!, $after: String, $reviews: Int!, $timeline: Int!, $commits: Int!,
+    $files: Int!, $contexts: Int!) {{
+  {RATE}
+  repository(owner: $owner, name: $name) {{
+    pullRequests(states: MERGED, baseRefName: $base, first: $first, after: $after,
+        orderBy: {{field: UPDATED_AT, direction: ASC}}) {{
+      {PAGE}
+      nodes {{ {PULL_REQUEST} }}
+    }}
+    {hist}
+  }}
+  {ovf}
+}}{frag}"""
+
+
+MERGED_PRS = merged_prs_query()
 
 
 def all_queries() -> list[str]:
@@ -166,4 +193,8 @@ def all_queries() -> list[str]:
         history_query(sample, 0, 1),
         history_query(sample, 100, 100),
         overflow_query([("PR_x", name, "Y3Vyc29yOjUw") for name in OVERFLOW_FIELDS]),
+        merged_prs_query(
+            (sample, 0, 100), [("PR_x", name, "Y3Vyc29yOjUw") for name in OVERFLOW_FIELDS]
+        ),
+        merged_prs_query(None, [("PR_x", "files", "Y3Vyc29yOjUw")]),
     ]
