@@ -691,3 +691,75 @@ def test_closed_stdout_keeps_the_deny(proj: Proj, repo: GitRepo) -> None:
     )
     assert r.stdout.strip() == "rc=1", r.stdout + r.stderr
     assert [d.decision for d in proj.decisions()] == ["deny"]
+
+
+def test_gate_on_postgresql(tmp_path: Path, repo: GitRepo, pg_url: str) -> None:
+    """The general path (SQLAlchemy store, real locker) decides and records the same way."""
+    d = tmp_path / "pgproj"
+    d.mkdir()
+    p = Proj(d, repo)
+    db = ("--db", pg_url)
+    sha = merge_pr(repo, 1)
+    p.ok(*db, "collect", "git", str(repo.path), "--repo", "acme/app")
+    s = Store.open(pg_url)
+    try:
+        found = s.get(Change, "acme/app#1")
+        assert found is not None and found[1].head_sha
+        c = found[1]
+        head = c.head_sha
+        assert head is not None
+        c = msgspec.structs.replace(
+            c,
+            platform="github",
+            reviews=(
+                Review(
+                    reviewer=Actor(login="rita"),
+                    state="APPROVED",
+                    submitted_at=c.merged_at,
+                    commit_sha=head,
+                ),
+            ),
+            checks=tuple(
+                CheckResult(name=n, conclusion="success", commit_sha=head, completed_at=c.merged_at)
+                for n in ("ci", "deps", "sast")
+            ),
+        )
+        with s.writer() as w:
+            w.put(c)
+    finally:
+        s.close()
+    args = (
+        *db,
+        "gate",
+        "--env",
+        "production",
+        "--commit",
+        sha[:12],
+        "--actor",
+        PIPE,
+        "--at",
+        "2026-01-02T12:00:00Z",
+    )
+    assert p.run(*args).returncode == 1  # not staged
+    p.ok(
+        *db,
+        "record",
+        "deployment",
+        "--env",
+        "staging",
+        "--repo",
+        "acme/app",
+        "--commit",
+        sha,
+        "--at",
+        "2026-01-02T10:00:00Z",
+    )
+    r = p.run(*args, "--format", "json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(r.stdout)["commit"] == sha
+    s = Store.open(pg_url)
+    try:
+        assert [g.decision for g in s.records(GateDecision)] == ["deny", "allow"]
+    finally:
+        s.close()
+    assert p.run(*db, "verify").returncode == 0
