@@ -844,7 +844,7 @@ def with_landed(change: Change, shas: list[str]) -> Change:
         change,
         landed_shas=landed,
         merge_method=method,
-        change_type=ctype,  # type: ignore[arg-type]
+        change_type=ctype,
     )
 
 
