@@ -89,7 +89,9 @@ def _allowed(actor: Actor, policy: StandardChange, settings: Settings) -> bool:
     if not settings.is_not_human(actor.login, actor.type):
         return False
     keys = actor.keys() | ({actor.name.lower()} if actor.name else set())
-    return any(fnmatch.fnmatchcase(k, pat.lower()) for k in keys for pat in policy.authors)
+    # exact first: "dependabot[bot]" as a glob would be a character class
+    pats = [p.lower() for p in policy.authors]
+    return any(k == p or fnmatch.fnmatchcase(k, p) for k in keys for p in pats)
 
 
 def standard_change(f: ChangeFacts, ctx: Context) -> tuple[Outcome, list[str]] | None:
