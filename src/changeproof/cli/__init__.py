@@ -21,6 +21,7 @@ from changeproof import __version__
 from changeproof.errors import EXIT_ERROR, ChangeproofError
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("changeproof.cli.demo", "demo"),
     "findings": ("changeproof.cli.findings", "findings"),
     "init": ("changeproof.cli.core", "init_cmd"),
     "collect": ("changeproof.cli.collect", "collect"),
