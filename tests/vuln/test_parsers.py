@@ -121,6 +121,8 @@ def test_trivy_misconfigurations_and_secrets() -> None:
     p = parse("trivy", DD / "trivy" / "misconfigurations_and_secrets.json")
     cats = Counter(f.category for f in p.findings)
     assert cats["config"] >= 1 and cats["secret"] >= 1
+    # located by file path, whose case is kept
+    assert {f.package for f in p.findings if f.category == "config"} == {"Dockerfile"}
     assert ("secret", "", "*") in p.coverage
 
 

@@ -89,7 +89,10 @@ class ParseContext:
             aliases=tuple(sorted({a for a in aliases if a and a != advisory_id}))
             if aliases
             else (),
-            package=norm_package(package, eco),
+            # code/config/secret findings are located by file path: keep its case
+            package=norm_package(package, eco)
+            if kw.get("category") in (None, "dependency")
+            else package,
             ecosystem=eco,
             severities=sev,
             score=chosen.score,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from changeproof.evidence import FindingObservation
+from changeproof.vuln.identity import norm_package
 from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode
 from changeproof.vuln.parsers.sniff import sniff
 
@@ -69,6 +70,6 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
         findings=out,
         targets=(target,),
         coverage=(("dependency", target, "pypi"),),
-        skipped=tuple(sorted({s.lower() for s in skipped})),
+        skipped=tuple(sorted({norm_package(s, "pypi") for s in skipped})),
         notes=notes,
     )
