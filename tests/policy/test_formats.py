@@ -72,19 +72,33 @@ def test_html_is_escaped_numbered_and_has_contents() -> None:
 def test_html_shows_an_approval_only_for_its_own_text() -> None:
     s = acme()
     a = approval_for(s)
-    html = render_html(s, FIXED_CONTROLS, approval=a, now=NOW)
+    html = render_html(s, FIXED_CONTROLS, history=[a], now=NOW)
     assert "<th>Approved by</th><td>Dana Lee</td>" in html
     assert "2026-02-03 04:05 UTC" in html
-    other = msgspec.structs.replace(a, document_sha256="0" * 64)
-    html = render_html(s, FIXED_CONTROLS, approval=other, now=NOW)
-    assert "Dana Lee" not in html and "Not approved" in html
+    assert "<td>3.2</td><td>2026-02-03</td><td>Dana Lee</td>" in html  # version history
+    assert "<td>this text</td>" in html
+    older = msgspec.structs.replace(
+        a,
+        id="3.1@x",
+        policy_version="3.1",
+        document_sha256="0" * 64,
+        approver=Actor(name="Eli Okafor"),
+        approved_at=datetime(2025, 9, 1, tzinfo=UTC),
+    )
+    html = render_html(s, FIXED_CONTROLS, history=[older], now=NOW)
+    assert "<th>Approved by</th>" not in html and "Not approved" in html
+    row = "<td>3.1</td><td>2025-09-01</td><td>Eli Okafor</td><td>2025-09-01</td>"
+    assert row + "<td><code>000000000000…</code></td><td></td>" in html
+    # newest first
+    html = render_html(s, FIXED_CONTROLS, history=[a, older], now=NOW)
+    assert html.index("<td>3.2</td>") < html.index("<td>3.1</td>")
 
 
 def test_pdf_renders_with_page_numbers_and_text() -> None:
     from pypdf import PdfReader
 
     s = acme()
-    pdf = render_pdf(s, FIXED_CONTROLS, approval=approval_for(s), now=NOW)
+    pdf = render_pdf(s, FIXED_CONTROLS, history=[approval_for(s)], now=NOW)
     assert pdf.startswith(b"%PDF-")
     reader = PdfReader(io.BytesIO(pdf))
     n = len(reader.pages)
@@ -130,7 +144,7 @@ def test_docx_has_the_text_tables_and_page_numbers() -> None:
     from docx import Document
 
     s = acme()
-    data = render_docx(s, FIXED_CONTROLS, approval=approval_for(s), now=NOW)
+    data = render_docx(s, FIXED_CONTROLS, history=[approval_for(s)], now=NOW)
     doc = Document(io.BytesIO(data))
     text = "\n".join(p.text for p in doc.paragraphs)
     assert "Change Management Policy" in text
@@ -140,6 +154,7 @@ def test_docx_has_the_text_tables_and_page_numbers() -> None:
         p.text for p in doc.paragraphs if p.style is not None and p.style.name.startswith("Heading")
     ]
     assert "1. Purpose and scope" in headings and "Approval" in headings
+    assert "Version history" in headings
     cells = {c.text for t in doc.tables for row in t.rows for c in row.cells}
     assert "Dana Lee" in cells and "72 hours (3 days)" in cells
     footer_xml = doc.sections[0].footer._element.xml

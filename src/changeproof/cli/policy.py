@@ -54,7 +54,7 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from changeproof.policy import document_digest, render, render_markdown
+    from changeproof.policy import render
 
     ws = opts(ctx).workspace()
     settings = ws.settings()
@@ -64,10 +64,8 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
             expected="a file to write the binary document to",
             hint=f"changeproof policy --format {fmt} --out policy.{fmt}",
         )
-    approval = None
-    if fmt != "md":
-        approval = _approval_for(ws, document_digest(render_markdown(settings)))
-    data = render(fmt, settings, approval=approval)  # type: ignore[arg-type]
+    history = _history(ws) if fmt != "md" else []
+    data = render(fmt, settings, history=history)  # type: ignore[arg-type]
     if out is None:
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
@@ -76,19 +74,18 @@ def policy(ctx: click.Context, fmt: str, out: Path | None) -> None:
     click.echo(f"wrote {out} ({fmt}, {len(data):,} bytes)", err=True)
 
 
-def _approval_for(ws: Workspace, digest: str) -> PolicyApproval | None:
-    """The latest approval of exactly this text, if the workspace has a store."""
+def _history(ws: Workspace) -> list[PolicyApproval]:
+    """Every recorded approval, if the workspace has a store (rendering never creates one)."""
     from changeproof.policy.versions import approvals
 
     try:
         store = ws.open_store(write=False)
     except NotFoundError:
-        return None
+        return []
     try:
-        matching = [a for a in approvals(store) if a.document_sha256 == digest]
+        return approvals(store)
     finally:
         store.close()
-    return matching[-1] if matching else None
 
 
 def _write_atomic(out: Path, data: bytes) -> None:

@@ -172,32 +172,34 @@ class Document:
     settings: Settings
     markdown: str
     digest: str
-    approval: PolicyApproval | None
+    approval: PolicyApproval | None  # the latest approval of exactly this text
+    history: tuple[PolicyApproval, ...]  # every approval, oldest first
     generated_at: datetime
 
 
 def _document(
     settings: Settings,
     controls: Iterable[Control] | None,
-    approval: PolicyApproval | None,
+    history: Iterable[PolicyApproval],
     now: datetime | None,
 ) -> Document:
     md = render_markdown(settings, controls)
     dig = document_digest(md)
-    if approval is not None and approval.document_sha256 != dig:
-        approval = None  # an approval of another text says nothing about this one
-    return Document(settings, md, dig, approval, now or datetime.now(UTC))
+    hist = tuple(sorted(history, key=lambda a: a.approved_at))
+    # Only an approval of exactly this text approves it; others are history.
+    mine = [a for a in hist if a.document_sha256 == dig]
+    return Document(settings, md, dig, mine[-1] if mine else None, hist, now or datetime.now(UTC))
 
 
 def render_html(
     settings: Settings,
     controls: Iterable[Control] | None = None,
     *,
-    approval: PolicyApproval | None = None,
+    history: Iterable[PolicyApproval] = (),
     now: datetime | None = None,
     for_print: bool = False,
 ) -> str:
-    doc = _document(settings, controls, approval, now)
+    doc = _document(settings, controls, history, now)
     return _html(doc, for_print=for_print)
 
 
@@ -231,6 +233,7 @@ def _html(doc: Document, *, for_print: bool) -> str:
             settings_version=doc.settings.version,
             approval=doc.approval,
             approval_rows=approval_rows(doc),
+            history=history_rows(doc),
             generated=doc.generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC"),
             css=css,
             for_print=for_print,
@@ -242,10 +245,10 @@ def render_pdf(
     settings: Settings,
     controls: Iterable[Control] | None = None,
     *,
-    approval: PolicyApproval | None = None,
+    history: Iterable[PolicyApproval] = (),
     now: datetime | None = None,
 ) -> bytes:
-    html = render_html(settings, controls, approval=approval, now=now, for_print=True)
+    html = render_html(settings, controls, history=history, now=now, for_print=True)
     try:
         from weasyprint import HTML  # type: ignore[import-untyped]
     except (ImportError, OSError) as exc:  # OSError: the pango libraries are missing
@@ -266,12 +269,12 @@ def render_docx(
     settings: Settings,
     controls: Iterable[Control] | None = None,
     *,
-    approval: PolicyApproval | None = None,
+    history: Iterable[PolicyApproval] = (),
     now: datetime | None = None,
 ) -> bytes:
     from changeproof.policy.word import build_docx
 
-    doc = _document(settings, controls, approval, now)
+    doc = _document(settings, controls, history, now)
     tokens = _markdown_parser().parse(doc.markdown)
     return build_docx(doc, tokens)
 
@@ -281,19 +284,39 @@ def render(
     settings: Settings,
     controls: Iterable[Control] | None = None,
     *,
-    approval: PolicyApproval | None = None,
+    history: Iterable[PolicyApproval] = (),
     now: datetime | None = None,
 ) -> bytes:
     """The policy in one format, as bytes ready to write."""
     if fmt == "md":
         return render_markdown(settings, controls).encode("utf-8")
     if fmt == "html":
-        return render_html(settings, controls, approval=approval, now=now).encode("utf-8")
+        return render_html(settings, controls, history=history, now=now).encode("utf-8")
     if fmt == "pdf":
-        return render_pdf(settings, controls, approval=approval, now=now)
+        return render_pdf(settings, controls, history=history, now=now)
     if fmt == "docx":
-        return render_docx(settings, controls, approval=approval, now=now)
+        return render_docx(settings, controls, history=history, now=now)
     raise ValueError(fmt)
+
+
+def history_rows(doc: Document) -> list[dict[str, str]]:
+    """The version history: every recorded approval, newest first."""
+    rows = []
+    for a in reversed(doc.history):
+        # In force from its approval, or from a later effective date (as policy_in_force).
+        approved_on = a.approved_at.astimezone(UTC).date()
+        eff = max(approved_on, a.effective_date or approved_on).isoformat()
+        rows.append(
+            {
+                "version": a.policy_version,
+                "approved": a.approved_at.astimezone(UTC).strftime("%Y-%m-%d"),
+                "by": a.approver.name or a.approver.login or a.approver.email or "?",
+                "effective": eff,
+                "sha256": a.document_sha256[:12],
+                "this": "this text" if a.document_sha256 == doc.digest else "",
+            }
+        )
+    return rows
 
 
 def approval_rows(doc: Document) -> list[tuple[str, str]]:

@@ -26,7 +26,7 @@ def build_docx(doc: Document, tokens: list[Token]) -> bytes:
     from docx.enum.table import WD_TABLE_ALIGNMENT
     from docx.shared import Cm, Pt, RGBColor
 
-    from changeproof.policy.render import approval_rows
+    from changeproof.policy.render import approval_rows, history_rows
 
     d = new_document()
     section = d.sections[0]
@@ -61,6 +61,21 @@ def build_docx(doc: Document, tokens: list[Token]) -> bytes:
             if label in ("Document SHA-256", "Settings version", "To approve"):
                 run.font.name = MONO
                 run.font.size = Pt(8)
+        history = history_rows(doc)
+        if history:
+            d.add_heading("Version history", level=3)
+            cols = ("version", "approved", "by", "effective", "sha256", "this")
+            table = d.add_table(rows=1, cols=len(cols))
+            table.style = "Table Grid"
+            for cell, title in zip(
+                table.rows[0].cells,
+                ("Version", "Approved", "By", "In force from", "SHA-256", ""),
+                strict=True,
+            ):
+                cell.text = title
+            for h in history:
+                for cell, key in zip(table.add_row().cells, cols, strict=True):
+                    cell.text = h[key] + ("…" if key == "sha256" else "")
         d.add_paragraph()
 
     writer = _Writer(d)
