@@ -285,7 +285,7 @@ def run_demo(
         ])  # fmt: skip
     scan = out / "pip-audit-payments-api.json"
     scan.write_text(json.dumps(_pip_audit_report(), indent=2), encoding="utf-8")
-    scanned = (T0 + timedelta(days=3)).isoformat()
+    scanned = (T0 + timedelta(hours=20)).isoformat()
     echo(
         f"\n$ changeproof ingest pip-audit {scan.name} --repo acme/payments-api --scanned-at {scanned}"
     )
