@@ -125,3 +125,10 @@ def test_not_json_is_one_clear_error() -> None:
     with pytest.raises(SourceError, match="not JSON") as exc:
         c.get_json("/")
     assert "--api-url" in exc.value.message
+
+
+def test_graphql_endpoint_for_github_and_enterprise_server() -> None:
+    from changeproof.sources.github import graphql_url
+
+    assert graphql_url("https://api.github.com") == "https://api.github.com/graphql"
+    assert graphql_url("https://ghe.example.com/api/v3/") == "https://ghe.example.com/api/graphql"

@@ -409,8 +409,9 @@ class GitHubSource:
         while True:
             wanted = _overflow_wanted([n for p in pending for n in p.nodes])[:MAX_OVERFLOW]
             while pending and not _overflow_wanted(pending[0].nodes):
-                self._commit_page(store, signer, repo, branch, scope, pending.pop(0), walk, res)
-                advance(0)
+                done = pending.pop(0)
+                self._commit_page(store, signer, repo, branch, scope, done, walk, res)
+                advance(len(done.nodes))
             if not more and not wanted:
                 break
             if more:
@@ -667,7 +668,8 @@ class GitHubSource:
         summaries = get(f"/repos/{repo}/rulesets?includes_parents=true", "rest:rulesets") or []
         rulesets = []
         for s in summaries:
-            detail = get(f"/repos/{repo}/rulesets/{s['id']}", "rest:ruleset")
+            # organisation rulesets are readable through the repository with includes_parents
+            detail = get(f"/repos/{repo}/rulesets/{s['id']}?includes_parents=true", "rest:ruleset")
             if detail is not None:
                 rulesets.append(detail)
         envs = (get(f"/repos/{repo}/environments", "rest:environments") or {}).get(
