@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -43,26 +43,31 @@ def example(name: str) -> Any:
     return copy.deepcopy(json.loads((FIX / f"{name}.json").read_text())["value"])
 
 
-def responses(
-    *, staged: bool = True, reviewer: str = "hubot", ci: str = "success"
+def pr_tables(
+    number: int, merge: str, head: str, *, reviewer: str | None, ci: str = "success", day: int = 1
 ) -> dict[str, Any]:
-    """One consistent pull request (#42 by octocat, merged as SHA) built from the examples."""
+    """One consistent merged pull request (by octocat) built from the examples."""
     simple = example("pull-request-simple-items")[0]
     pr = example("pull-request")
     for p in (simple, pr):
-        p.update(number=42, merged_at="2026-02-01T12:00:00Z", merge_commit_sha=SHA, state="closed")
-        p["head"]["sha"] = HEAD
+        p.update(
+            number=number,
+            merged_at=f"2026-02-0{day}T12:00:00Z",
+            merge_commit_sha=merge,
+            state="closed",
+        )
+        p["head"]["sha"] = head
         p["base"]["ref"] = "main"
         p["labels"] = []
     pr["merged_by"] = {"login": "octocat", "type": "User"}
     pr["changed_files"] = 2  # the two files served below
     reviews = example("pull-request-review-items")
-    reviews[0].update(state="APPROVED", commit_id=HEAD, submitted_at="2026-02-01T11:00:00Z")
+    reviews[0].update(state="APPROVED", commit_id=head, submitted_at=f"2026-02-0{day}T11:00:00Z")
     reviews[0]["user"]["login"] = reviewer
     commits = example("commit-items")
-    commits[0]["sha"] = HEAD
-    commits[0]["commit"]["committer"]["date"] = "2026-02-01T10:00:00Z"
-    commits[0]["commit"]["author"]["date"] = "2026-02-01T10:00:00Z"
+    commits[0]["sha"] = head
+    commits[0]["commit"]["committer"]["date"] = f"2026-02-0{day}T10:00:00Z"
+    commits[0]["commit"]["author"]["date"] = f"2026-02-0{day}T10:00:00Z"
     runs = example("check-run-paginated")
     template = runs["check_runs"][0]
     runs["check_runs"] = []
@@ -70,34 +75,50 @@ def responses(
         r = copy.deepcopy(template)
         r.update(
             name=name,
-            head_sha=HEAD,
+            head_sha=head,
             status="completed",
             conclusion=ci,
-            completed_at="2026-02-01T11:30:00Z",
+            completed_at=f"2026-02-0{day}T11:30:00Z",
         )
         runs["check_runs"].append(r)
     runs["total_count"] = 3
     status = example("combined-commit-status")
     status["statuses"] = []
-    deps = example("deployment-items")
-    deps[0].update(sha=SHA, environment="staging", created_at="2026-02-01T13:00:00Z", id=7)
-    st = example("deployment-status-items")
-    st[0].update(state="success", created_at="2026-02-01T13:05:00Z")
     return {
-        f"/repos/{REPO}/commits/{SHA}/pulls": [simple],
-        f"/repos/{REPO}/pulls/42": pr,
-        f"/repos/{REPO}/pulls/42/reviews": reviews,
-        f"/repos/{REPO}/pulls/42/commits": commits,
+        f"/repos/{REPO}/commits/{merge}/pulls": [simple],
+        f"/repos/{REPO}/pulls/{number}": pr,
+        f"/repos/{REPO}/pulls/{number}/reviews": reviews if reviewer else [],
+        f"/repos/{REPO}/pulls/{number}/commits": commits,
         # the shape GitHub documents for GET /pulls/{n}/files (no example in the OpenAPI corpus)
-        f"/repos/{REPO}/pulls/42/files": [
+        f"/repos/{REPO}/pulls/{number}/files": [
             {"filename": "app/checkout.py", "status": "modified", "additions": 3, "deletions": 1},
             {"filename": "app/cart.py", "status": "renamed", "previous_filename": "app/basket.py"},
         ],
-        f"/repos/{REPO}/commits/{HEAD}/check-runs": runs,
-        f"/repos/{REPO}/commits/{HEAD}/status": status,
-        f"/repos/{REPO}/deployments": deps if staged else [],
-        f"/repos/{REPO}/deployments/7/statuses": st,
+        f"/repos/{REPO}/commits/{head}/check-runs": runs,
+        f"/repos/{REPO}/commits/{head}/status": status,
     }
+
+
+def deployment_tables(
+    did: int, sha: str, env: str, state: str, day: int
+) -> tuple[Any, dict[str, Any]]:
+    deps = example("deployment-items")
+    deps[0].update(sha=sha, environment=env, created_at=f"2026-02-0{day}T13:00:00Z", id=did)
+    st = example("deployment-status-items")
+    st[0].update(state=state, created_at=f"2026-02-0{day}T13:05:00Z")
+    return deps[0], {f"/repos/{REPO}/deployments/{did}/statuses": st}
+
+
+def responses(
+    *, staged: bool = True, reviewer: str = "hubot", ci: str = "success"
+) -> dict[str, Any]:
+    """PR #42 merged as SHA, staged, nothing in production yet."""
+    table = pr_tables(42, SHA, HEAD, reviewer=reviewer, ci=ci)
+    dep, statuses = deployment_tables(7, SHA, "staging", "success", 1)
+    table.update(statuses)
+    table[f"/repos/{REPO}/deployments?sha={SHA}"] = [dep] if staged else []
+    table[f"/repos/{REPO}/deployments?environment=production"] = []
+    return table
 
 
 class FakeGitHub:
@@ -110,13 +131,21 @@ class FakeGitHub:
 
         class H(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                path = urlsplit(self.path).path
-                outer.seen.append(path)
+                url = urlsplit(self.path)
+                query = set(parse_qsl(url.query))
+                outer.seen.append(url.path)
                 auth = self.headers.get("authorization", "")
+                # a key "PATH?k=v" answers only requests carrying k=v; a bare PATH any other
+                hits = [
+                    k
+                    for k in outer.table
+                    if k.split("?", 1)[0] == url.path
+                    and set(parse_qsl(k.partition("?")[2])) <= query
+                ]
                 if "test-token" not in auth:
                     self._send(401, {"message": "Bad credentials"})
-                elif path in outer.table:
-                    self._send(200, outer.table[path])
+                elif hits:
+                    self._send(200, outer.table[max(hits, key=len)])
                 else:
                     self._send(404, {"message": "Not Found"})
 
@@ -206,13 +235,14 @@ def test_live_allows_and_records_into_the_locker(proj: Path, github: FakeGitHub)
     try:
         (g,) = store.records(GateDecision)
         assert g.mode == "live" and g.decision == "allow"
-        c = store.get(Change, "acme/app#42")
-        assert (
-            c is not None
-            and c[1].head_sha == HEAD
-            and c[1].reviews
-            and c[1].reviews[0].reviewer.login == "hubot"
-        )
+        # GitHub's raw responses are in the locker, named among the decision's inputs
+        with store.connect() as conn:
+            kinds: dict[str, str] = dict(
+                conn.exec_driver_sql("SELECT digest, kind FROM locker_entries").all()
+            )
+        assert "github.live" in {kinds.get(d) for d in g.inputs}
+        # mapped changes are not written (they would re-index commits outside collection)
+        assert store.get(Change, "acme/app#42") is None
     finally:
         store.close()
     assert cli(proj, "verify").returncode == 0
@@ -275,3 +305,39 @@ def test_live_with_injected_transport(proj: Path) -> None:
             token="t",
         )
     assert not (proj / ".changeproof" / "store.db").exists()  # nothing recorded
+
+
+PREV = "c" * 40  # in production now
+MID = "d" * 40  # PR #41, merged after PREV, never reviewed
+
+
+def test_live_judges_every_change_since_the_previous_production_deployment(proj: Path) -> None:
+    table = responses()
+    table.update(pr_tables(41, MID, "e" * 40, reviewer=None))
+    prod, statuses = deployment_tables(5, PREV, "production", "inactive", 1)
+    table.update(statuses)
+    table[f"/repos/{REPO}/deployments?environment=production"] = [prod]
+    table[f"/repos/{REPO}/compare/{PREV}...{SHA}"] = {
+        "status": "ahead",
+        "total_commits": 3,
+        "commits": [
+            {"sha": MID, "parents": [{"sha": PREV}, {"sha": "e" * 40}]},
+            {"sha": "e" * 40, "parents": [{"sha": PREV}]},
+            {"sha": SHA, "parents": [{"sha": MID}, {"sha": HEAD}]},
+        ],
+    }
+    g = FakeGitHub(table)
+    try:
+        r = cli(proj, *LIVE, "--api-url", g.url, "--format", "json")
+        assert r.returncode == 1, r.stdout + r.stderr
+        data = json.loads(r.stdout)
+        assert [c["id"] for c in data["changes"]] == ["acme/app#41", "acme/app#42"]
+        assert data["previous_deployment"] == "github:acme/app:5"
+        changes = next(c for c in data["checks"] if c["rule"] == "changes")
+        assert "acme/app#41: CM-REV-1" in changes["reasons"][1]
+        # a commit that does not descend from production cannot be judged: exit 2
+        table[f"/repos/{REPO}/compare/{PREV}...{SHA}"] = {"status": "diverged", "commits": []}
+        r = cli(proj, *LIVE, "--api-url", g.url)
+        assert r.returncode == 2 and "does not descend" in r.stderr
+    finally:
+        g.close()

@@ -6,9 +6,11 @@ and the deployments of the commit; maps them into the same evidence records the 
 makes; runs the same pure decision; and records the raw responses, the evidence and the
 decision in the locker the command points at, in one transaction.
 
-Scope: live mode judges the change of the deployed commit itself. It does not walk the
-history back to the previous production deployment (the store-backed gate does); which
-checks are required comes from ``testing.required_checks``.
+What ships: the first-parent commits between the commit of the latest successful GitHub
+deployment to the same environment and the deployed commit (GitHub's compare; more than it
+lists, or a commit that does not descend from production, is "cannot decide"). Which checks
+are required comes from ``testing.required_checks``. The raw responses go into the locker and
+their digest into the decision's inputs; mapped records are not written to the store.
 """
 
 from __future__ import annotations
@@ -147,9 +149,13 @@ class LiveGitHub:
         self.payloads.append((path, data))
         return data
 
-    def pages(self, path: str, item_key: str | None = None, **params: Any) -> list[Any]:
+    def pages(
+        self, path: str, item_key: str | None = None, max_pages: int | None = None, **params: Any
+    ) -> list[Any]:
         out: list[Any] = []
-        for _, items in self.client.paginate(path, params=params or None, item_key=item_key):
+        for _, items in self.client.paginate(
+            path, params=params or None, item_key=item_key, max_pages=max_pages
+        ):
             out.extend(items)
         self.payloads.append((path, out))
         return out
@@ -307,33 +313,83 @@ def fetch_change(
     return change, change.branch
 
 
+def _deployment(
+    d: dict[str, Any], statuses: list[Any], repo: str, sha: str, now: datetime, raw: str
+) -> Deployment:
+    latest = max(statuses, key=lambda st: str(st.get("created_at")), default=None)
+    state = STATUS_MAP.get(str((latest or {}).get("state")), "queued")
+    started = _ts(d.get("created_at")) or now
+    finished = _ts(latest.get("created_at")) if latest and state in FINAL else None
+    return Deployment(
+        id=f"github:{repo}:{d['id']}",
+        repo=repo,
+        environment=str(d.get("environment")),
+        commit_sha=str(d.get("sha") or sha),
+        status=state,  # type: ignore[arg-type]
+        started_at=started,
+        finished_at=finished if finished and finished >= started else None,
+        actor=_user(d.get("creator")),
+        url=(latest or {}).get("log_url") or (latest or {}).get("target_url"),
+        system="github",
+        provenance=Provenance(
+            source="github", occurred_at=started, collected_at=now, raw_sha256=raw
+        ),
+    )
+
+
 def fetch_deployments(
     gh: LiveGitHub, repo: str, sha: str, now: datetime, raw: str
 ) -> list[Deployment]:
     out = []
     for d in gh.pages(f"/repos/{repo}/deployments", sha=sha):
         statuses = gh.pages(f"/repos/{repo}/deployments/{d['id']}/statuses")
-        latest = max(statuses, key=lambda s: str(s.get("created_at")), default=None)
-        state = STATUS_MAP.get(str((latest or {}).get("state")), "queued")
-        started = _ts(d.get("created_at")) or now
-        finished = _ts(latest.get("created_at")) if latest and state in FINAL else None
-        out.append(
-            Deployment(
-                id=f"github:{repo}:{d['id']}",
-                repo=repo,
-                environment=str(d.get("environment")),
-                commit_sha=str(d.get("sha") or sha),
-                status=state,  # type: ignore[arg-type]
-                started_at=started,
-                finished_at=finished if finished and finished >= started else None,
-                actor=_user(d.get("creator")),
-                url=(latest or {}).get("log_url") or (latest or {}).get("target_url"),
-                system="github",
-                provenance=Provenance(
-                    source="github", occurred_at=started, collected_at=now, raw_sha256=raw
-                ),
-            )
+        out.append(_deployment(d, statuses, repo, sha, now, raw))
+    return out
+
+
+def previous_production(
+    gh: LiveGitHub, repo: str, env: str, sha: str, now: datetime, raw: str
+) -> Deployment | None:
+    """The latest deployment to ``env`` of another commit that succeeded (GitHub lists the
+    newest first; "inactive" means it succeeded and was later replaced)."""
+    for d in gh.pages(f"/repos/{repo}/deployments", max_pages=1, environment=env)[:20]:
+        if d.get("sha") == sha:
+            continue
+        dep = _deployment(
+            d, gh.pages(f"/repos/{repo}/deployments/{d['id']}/statuses"), repo, sha, now, raw
         )
+        if dep.status in ("success", "inactive") and dep.started_at <= now:
+            return dep
+    return None
+
+
+def first_parent_since(gh: LiveGitHub, repo: str, prev: str, sha: str) -> list[str] | None:
+    """First-parent commits after ``prev`` up to ``sha`` (newest first); None when ``sha`` is
+    at or before ``prev`` (a redeploy or rollback)."""
+    cmp = gh.get(f"/repos/{repo}/compare/{prev}...{sha}")
+    status = str(cmp.get("status"))
+    if status in ("behind", "identical"):
+        return None
+    if status != "ahead":
+        raise SourceError(
+            f"{sha[:12]} does not descend from the commit production runs now ({prev[:12]}; "
+            f"GitHub compare says {status!r}), so what this deployment ships is unclear",
+            expected="a deployment of a later commit of the same branch",
+            hint="deploy from the controlled branch, or use the store-backed gate",
+        )
+    commits = cmp.get("commits") or []
+    if int(cmp.get("total_commits") or len(commits)) > len(commits):
+        raise SourceError(
+            f"{cmp.get('total_commits')} commits since the previous production deployment: more "
+            "than GitHub's compare lists, so the shipped changes cannot all be judged live",
+            hint="use the store-backed gate (collect, then `changeproof gate` without --live)",
+        )
+    parents = {str(c["sha"]): [str(p["sha"]) for p in c.get("parents") or []] for c in commits}
+    out: list[str] = []
+    cur: str | None = sha
+    while cur is not None and cur in parents and cur != prev:
+        out.append(cur)
+        cur = parents[cur][0] if parents[cur] else None
     return out
 
 
@@ -357,7 +413,31 @@ def live_evidence(
     # Two passes would double the API calls: map with a placeholder digest, then restamp.
     placeholder = "0" * 64
     change, branch = fetch_change(gh, req.repo, req.commit, settings, req.now, placeholder)
-    deployments = fetch_deployments(gh, req.repo, req.commit, req.now, placeholder)
+    full = req.commit if len(req.commit) == 40 else change.merge_sha
+    deployments = fetch_deployments(gh, req.repo, full, req.now, placeholder)
+    previous = previous_production(gh, req.repo, req.environment, full, req.now, placeholder)
+    others: list[Change] = []
+    notes = ["live mode: judged from GitHub's API"]
+    if previous is None:
+        notes.append(
+            "no earlier successful production deployment on GitHub: only this commit's own "
+            "change is judged (the store-backed gate judges the whole history)"
+        )
+    else:
+        walk = first_parent_since(gh, req.repo, previous.commit_sha, full)
+        if walk is None:
+            notes.append(
+                "redeploying or rolling back to a commit at or before the previous production "
+                "deployment: only its own change is judged"
+            )
+        seen = {change.id}
+        for c_sha in walk or []:
+            if c_sha in change.landed_shas:
+                continue
+            other, _ = fetch_change(gh, req.repo, c_sha, settings, req.now, placeholder)
+            if other.id not in seen:
+                seen.add(other.id)
+                others.append(other)
     raw = canonical_json(
         {
             "type": "changeproof.gate.live/v1",
@@ -374,26 +454,31 @@ def live_evidence(
         )
 
     change = stamp(change)
+    others = [stamp(c) for c in others]
     deployments = [stamp(d) for d in deployments]
+    prev_rec = stamp(previous) if previous is not None else None
     from changeproof.evidence import digest
 
     pairs_d = tuple((digest(d), d) for d in deployments)
     cdig = digest(change)
+    shipped = sorted(
+        [(digest(c), c) for c in others] + [(cdig, change)], key=lambda p: p[1].merged_at
+    )
     ev = GateEvidence(
-        commit=req.commit if len(req.commit) == 40 else change.merge_sha,
+        commit=full,
         branch=branch,
         change=(cdig, change),
-        shipped=((cdig, change),),
-        previous=None,
+        shipped=tuple(shipped),
+        previous=(digest(prev_rec), prev_rec) if prev_rec is not None else None,
         deployments=pairs_d,
         approvals=(),
         context=Context(settings=settings, now=req.now),
-        notes=(
-            "live mode: judged the deployed commit's own change from GitHub; changes shipped "
-            "since the previous production deployment are judged by the store-backed gate",
-        ),
+        notes=tuple(notes),
     )
-    return ev, [change, *deployments], raw
+    extra: list[Record] = [*others, change, *deployments]
+    if prev_rec is not None:
+        extra.append(prev_rec)
+    return ev, extra, raw
 
 
 def run_live(
@@ -409,7 +494,7 @@ def run_live(
         raise UsageError(f"--repo {req.repo!r} is not OWNER/NAME", expected="e.g. acme/api")
     gh = LiveGitHub(api_url, token or token_from_env(), transport=transport)
     try:
-        ev, records, raw = live_evidence(gh, req, settings)
+        ev, _mapped, raw = live_evidence(gh, req, settings)
     except SourceError:
         raise
     except Exception as exc:  # an unexpected payload shape is "cannot decide", never allow
@@ -420,12 +505,20 @@ def run_live(
     finally:
         gh.close()
     verdict = decide(req, ev, settings)
+    # The raw responses are an input too: the records the decision read are re-derivable
+    # from them. The mapped records themselves are not stored: a change written here would
+    # re-index its commits outside the collectors' first-parent order.
+    import dataclasses
+
+    verdict = dataclasses.replace(
+        verdict, inputs=tuple(sorted({*verdict.inputs, sha256_bytes(raw)}))
+    )
     from changeproof.gate import record
     from changeproof.gate_store import SqlAlchemyGateStore
 
     db = SqlAlchemyGateStore(ws.open_store(), ws.signer)  # creates the workspace if needed
     try:
-        rec = record(db, verdict, "live", extra=records, extra_raw=raw)
+        rec = record(db, verdict, "live", extra_raw=raw)
     finally:
         db.close()
     return verdict, rec
