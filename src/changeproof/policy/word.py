@@ -119,6 +119,12 @@ def _header_footer(d: Any, doc: Document) -> None:
         fld = OxmlElement("w:fldSimple")
         fld.set(qn("w:instr"), name)
         r = OxmlElement("w:r")
+        rpr = OxmlElement("w:rPr")  # the number in the same small grey as the words
+        for tag, val in (("w:color", "5B6475"), ("w:sz", "16")):
+            el = OxmlElement(tag)
+            el.set(qn("w:val"), val)
+            rpr.append(el)
+        r.append(rpr)
         t = OxmlElement("w:t")
         t.text = "1"
         r.append(t)
