@@ -1124,3 +1124,41 @@ class ReplayServer:
 
 def iter_repos(org: Org) -> Iterator[str]:
     yield from sorted(org.repos)
+
+
+def collect_offline(
+    workspace: Any,
+    org: Org,
+    *,
+    settings: Any = None,
+    workers: int = 4,
+    latency_s: float = 0.0,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[Any], dict[str, Any]]:
+    """Collect ``org`` into ``workspace`` through the real GitHub source, offline.
+
+    The replay is served in-process (an ``httpx`` transport; no socket), the collection runs
+    exactly the code ``changeproof collect github`` runs. Returns (per-repository results,
+    request statistics). ``workspace`` is a :class:`changeproof.workspace.Workspace`.
+    """
+    from changeproof.sources.github import GitHubSource, Options
+    from changeproof.sources.github.collector import github_error_mapper
+    from changeproof.sources.http import HttpClient
+
+    api = "https://api.github.com"
+    replay = GitHubReplay(org, latency_s=latency_s)
+    client = HttpClient(api, transport=replay.transport(), error_mapper=github_error_mapper)
+    source = GitHubSource(
+        client, settings or workspace.settings(), api_url=api, options=Options(workers=workers)
+    )
+    repos = sorted(org.repos)
+    try:
+        source.validate(repos)
+        store = workspace.open_store()
+        try:
+            results = source.collect(store, workspace.signer(), repos, progress=progress)
+        finally:
+            store.close()
+    finally:
+        client.close()
+    return results, client.stats.snapshot()

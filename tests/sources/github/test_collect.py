@@ -398,3 +398,26 @@ def test_rebase_merge_found_late_in_history_is_attributed(harness: Make) -> None
     assert (c.change_type, c.merge_method, len(c.landed_shas)) == ("rebase", "rebase", 3)
     assert h.store.count("change", "acme/big") == 122  # + the root commit, no direct pushes
     assert "graphql:history" not in client.stats.by_kind  # carried by the PR pages
+
+
+def test_offline_collect_for_the_demo(tmp_path: Any) -> None:
+    from changeproof.demo_github import collect_offline, generate_org
+    from changeproof.workspace import Workspace
+
+    ws = Workspace.resolve(str(tmp_path / "ws"), None, str(tmp_path / "changeproof.toml"))
+    org = generate_org("demo", repos=2, prs_per_repo=30)
+    results, stats = collect_offline(ws, org)
+    assert [r.pull_requests for r in results] == [30, 30]
+    assert stats["requests"] > 0
+    store = ws.open_store()
+    try:
+        assert store.count("change") >= 60
+        snap = next(
+            s
+            for s in store.records(ProtectionSnapshot, repo="demo/service-00")
+            if s.branch == "main"
+        )
+        # the required check's app id (15368) is resolved to the slug its check runs carry
+        assert ("test", "github-actions") in snap.layers[0].required_checks
+    finally:
+        store.close()

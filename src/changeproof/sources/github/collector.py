@@ -503,11 +503,23 @@ class GitHubSource:
                     log_digests=digests, raw_sha256=raw, collected_at=now,
                 )  # fmt: skip
                 w.put(change)
+            apps = m.apps_seen(page.nodes)
+            if apps:
+                known = self._apps(store, repo)
+                if not apps.items() <= known.items():
+                    merged = {**known, **apps}
+                    w.set_cursor(SRC, f"{repo}:apps", msgspec.json.encode(merged).decode())
             if page.end_cursor:
                 w.set_cursor(SRC, f"{scope}:prs", page.end_cursor)
         res.log_archives += len(digests)
         res.pull_requests += len(page.nodes)
         res.changes += len(page.nodes)
+
+    def _apps(self, store: Store, repo: str) -> dict[str, str]:
+        """App id → slug learnt from this repository's check runs (binds required checks)."""
+        raw = store.cursor(SRC, f"{repo}:apps")
+        got = msgspec.json.decode(raw) if raw else {}
+        return {str(k): str(v) for k, v in got.items()}
 
     def _stored_landed(self, store: Store, repo: str, number: int) -> list[str] | None:
         got = store.get(Change, f"{repo}#{number}")
@@ -695,13 +707,16 @@ class GitHubSource:
                             kind="github.configuration", source=SRC)  # fmt: skip
             prov = Provenance(source=SRC, occurred_at=now, collected_at=now, raw_sha256=raw)
             latest = _latest_snapshots(store, repo)
+            apps = self._apps(store, repo)
             snaps: list[ProtectionSnapshot] = []
             for b in branches:
                 layers: list[ProtectionRule] = []
                 if b in classic:
-                    layers.append(m.classic_layer(classic[b]))
+                    layers.append(m.classic_layer(classic[b], apps))
                 layers.extend(
-                    m.ruleset_layer(rs) for rs in rulesets if m.ruleset_applies(rs, b, default)
+                    m.ruleset_layer(rs, apps)
+                    for rs in rulesets
+                    if m.ruleset_applies(rs, b, default)
                 )
                 snaps.append(ProtectionSnapshot(repo=repo, branch=b, layers=tuple(layers),
                                             log_retention_days=days, readable=readable,

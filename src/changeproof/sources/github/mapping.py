@@ -402,15 +402,37 @@ def direct_push_change(
 # --- configuration ---------------------------------------------------------------------------
 
 
-def classic_layer(body: dict[str, Any]) -> ProtectionRule:
+# GitHub App ids of well-known check producers, so a required check pinned to an app id can be
+# compared with the app slug on its check runs; others are learnt from collected check runs.
+KNOWN_APPS = {"15368": "github-actions", "57789": "dependabot"}
+
+
+def app_slug(app_id: Any, apps: dict[str, str]) -> str | None:
+    if app_id in (None, -1, "-1"):
+        return None
+    key = str(app_id)
+    return apps.get(key) or KNOWN_APPS.get(key) or key
+
+
+def apps_seen(prs: list[dict[str, Any]]) -> dict[str, str]:
+    """App id → slug for every check run's app in these PR nodes."""
+    out: dict[str, str] = {}
+    for pr in prs:
+        for n in _rollup(pr):
+            app = (n.get("checkSuite") or {}).get("app") or {}
+            if app.get("databaseId") is not None and app.get("slug"):
+                out[str(app["databaseId"])] = str(app["slug"])
+    return out
+
+
+def classic_layer(body: dict[str, Any], apps: dict[str, str] | None = None) -> ProtectionRule:
     """``GET /repos/{o}/{r}/branches/{b}/protection`` → one layer."""
     reviews = body.get("required_pull_request_reviews") or None
     checks = body.get("required_status_checks") or None
     required: list[tuple[str, str | None]] = []
     if checks:
         for c in checks.get("checks") or []:
-            app = c.get("app_id")
-            required.append((str(c["context"]), str(app) if app not in (None, -1) else None))
+            required.append((str(c["context"]), app_slug(c.get("app_id"), apps or {})))
         if not required:
             required = [(str(c), None) for c in checks.get("contexts") or []]
     bypass: list[tuple[str, str]] = []
@@ -458,15 +480,14 @@ def ruleset_applies(ruleset: dict[str, Any], branch: str, default_branch: str | 
     return any(hit(p) for p in include) and not any(hit(p) for p in exclude)
 
 
-def ruleset_layer(ruleset: dict[str, Any]) -> ProtectionRule:
+def ruleset_layer(ruleset: dict[str, Any], apps: dict[str, str] | None = None) -> ProtectionRule:
     """A ruleset (repository or organisation) with its rules and bypass actors → one layer."""
     rules = {r.get("type"): r.get("parameters") or {} for r in ruleset.get("rules") or []}
     pr = rules.get("pull_request")
     checks = rules.get("required_status_checks")
     required: list[tuple[str, str | None]] = []
     for c in (checks or {}).get("required_status_checks") or []:
-        iid = c.get("integration_id")
-        required.append((str(c["context"]), str(iid) if iid is not None else None))
+        required.append((str(c["context"]), app_slug(c.get("integration_id"), apps or {})))
     bypass = tuple(
         (f"{b.get('actor_type', '?')}:{b.get('actor_id')}", str(b.get("bypass_mode", "always")))
         for b in ruleset.get("bypass_actors") or []

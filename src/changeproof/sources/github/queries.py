@@ -21,7 +21,7 @@ COMMIT = f"""oid message committedDate authoredDate
 
 CONTEXT = """__typename
   ... on CheckRun { name conclusion status startedAt completedAt detailsUrl databaseId
-    checkSuite { app { slug } workflowRun { databaseId runNumber event url createdAt
+    checkSuite { app { slug databaseId } workflowRun { databaseId runNumber event url createdAt
       workflow { name } } } }
   ... on StatusContext { context state createdAt targetUrl creator { login } }"""
 
