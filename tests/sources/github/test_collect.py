@@ -421,3 +421,15 @@ def test_offline_collect_for_the_demo(tmp_path: Any) -> None:
         assert ("test", "github-actions") in snap.layers[0].required_checks
     finally:
         store.close()
+
+
+def test_graphql_rate_limited_inside_200_is_waited_out(harness: Make) -> None:
+    org, _ = scenario_org()
+    h = harness(org)
+    h.replay.fail(
+        "graphql:MergedPullRequests", 200, times=1,
+        body=b'{"errors": [{"type": "RATE_LIMITED", "message": "API rate limit exceeded"}]}',
+    )  # fmt: skip
+    h.collect()
+    assert 60.0 in h.sleeps
+    assert h.store.count("change", REPO) == 14

@@ -133,12 +133,19 @@ class GitHubSource:
             yield w
 
     def _gql(self, query: str, variables: dict[str, Any], *, kind: str, **kw: Any) -> Any:
-        body = self.client.graphql(self.gql_url, query, variables, kind=kind, **kw)
-        if not isinstance(body, dict):
-            raise SourceError(
-                f"{self.gql_url} answered with unexpected JSON", hint="check --api-url"
-            )
-        errors = body.get("errors")
+        for attempt in range(4):
+            body = self.client.graphql(self.gql_url, query, variables, kind=kind, **kw)
+            if not isinstance(body, dict):
+                raise SourceError(
+                    f"{self.gql_url} answered with unexpected JSON", hint="check --api-url"
+                )
+            errors = body.get("errors")
+            if errors and _error_type(errors) == "RATE_LIMITED" and attempt < 3:
+                # GraphQL reports its limits inside a 200: wait as for a secondary limit
+                self.client.stats.bump("retries")
+                self.client._wait(60.0, "GraphQL rate limited")
+                continue
+            break
         if errors:
             raise graphql_error(errors, self.gql_url, variables)
         data = body.get("data")
@@ -693,11 +700,16 @@ class GitHubSource:
         days = (
             int(retention["days"]) if isinstance(retention, dict) and "days" in retention else None
         )
-        suites_path = f"/repos/{repo}/rulesets/rule-suites?rule_suite_result=bypass&per_page=100"
+        suites: list[dict[str, Any]] = []
+        suites_body = b""
         try:
-            suites_resp = self.client.request("GET", suites_path, kind="rest:rule-suites")
-            suites: list[dict[str, Any]] = suites_resp.json()
-            suites_body = suites_resp.content
+            for resp, items in self.client.paginate(
+                f"/repos/{repo}/rulesets/rule-suites",
+                params={"rule_suite_result": "bypass"},
+                kind="rest:rule-suites",
+            ):
+                suites.extend(items)
+                suites_body += resp.content + b"\n"
         except SourceError:
             suites, suites_body = [], b""
             res.notes.append(f"{repo}: rule-suite bypasses not readable (needs repository admin)")
@@ -749,13 +761,16 @@ class GitHubSource:
         if (probe.get("owner") or {}).get("__typename") == "User":
             return notes
         now = self.now()
-        path = f"/orgs/{org}/audit-log?phrase=action:protected_branch.policy_override&per_page=100"
         events: list[dict[str, Any]] = []
         body = b""
         try:
-            resp = self.client.request("GET", path, kind="rest:audit-log")
-            events = resp.json()
-            body = resp.content
+            for resp, items in self.client.paginate(
+                f"/orgs/{org}/audit-log",
+                params={"phrase": "action:protected_branch.policy_override"},
+                kind="rest:audit-log",
+            ):
+                events.extend(items)
+                body += resp.content + b"\n"
         except SourceError:
             notes.append(
                 f"the audit log of {org} is not readable, so protected_branch.policy_override "
@@ -916,6 +931,11 @@ def repo_not_found(repo: str) -> SourceError:
         hint="check the name (owner/name); for a private repository grant the token "
         "`repo` scope (classic) or Contents/Pull requests read access (fine-grained / App)",
     )
+
+
+def _error_type(errors: Any) -> str:
+    first = errors[0] if isinstance(errors, list) and errors else {}
+    return str(first.get("type") or "") if isinstance(first, dict) else ""
 
 
 def graphql_error(errors: Any, url: str, variables: dict[str, Any]) -> SourceError:
