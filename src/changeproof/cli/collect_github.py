@@ -143,11 +143,17 @@ def run_collect(
         source.validate([])
         repos = sorted(set(repos) | set(source.repos_of_org(org)))
     source.validate(repos)
-    total = sum(
-        int(((source.probe(r).get("pullRequests") or {}).get("totalCount")) or 0) for r in repos
-    )
     store = ws.open_store()
     try:
+        # what is left to fetch: merged PRs GitHub counts minus the changes already stored
+        total = sum(
+            max(
+                0,
+                int(((source.probe(r).get("pullRequests") or {}).get("totalCount")) or 0)
+                - store.count("change", r),
+            )
+            for r in repos
+        )
         with progress("collect github", total=total or None) as advance:
             results = source.collect(store, ws.signer(), repos, progress=advance)
     finally:
