@@ -623,7 +623,7 @@ def gate_context(db: GateStore, settings: Settings, now: datetime, repo: str) ->
     for d, p in records_of(db, ProtectionSnapshot, repo):
         prot.setdefault((p.repo, p.branch), []).append((d, p))
     kinds = sorted({k for c in CHANGE_CONTROLS for k in getattr(c, "reads", ())})
-    tables = {k: tuple(records_of(db, record_type(k), repo)) for k in kinds}
+    tables = {k: tuple(records_of(db, record_type(k))) for k in kinds}  # as build_context does
     return Context(
         settings=settings,
         now=now,
