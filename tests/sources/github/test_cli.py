@@ -103,3 +103,27 @@ def test_org_discovers_repositories(tmp_path: Path, server: tuple[str, GitHubRep
 def test_nothing_to_collect(tmp_path: Path) -> None:
     p = run(tmp_path, "collect", "github")
     assert p.returncode == 2 and "no GitHub repositories" in p.stderr
+
+
+def test_unfinished_run_makes_the_population_incomplete(
+    tmp_path: Path, server: tuple[str, GitHubReplay]
+) -> None:
+    url, replay = server
+    replay.fail("graphql:MergedPullRequests", 500, times=50)
+    p = run(tmp_path, "collect", "github", "--repo", "octo-org/api", "--api-url", url)
+    assert p.returncode == 2 and "recorded as incomplete coverage" in p.stderr
+    p = run(tmp_path, "check", "--format", "json")
+    results = json.loads(p.stdout)
+    results = results["results"] if isinstance(results, dict) else results
+    pop = [r for r in results if r["control"] == "CM-POP-1" and r["repo"] == "octo-org/api"]
+    assert pop and pop[0]["outcome"] == "fail"
+    assert any("incomplete" in reason for reason in pop[0]["reasons"])
+    replay.faults.clear()  # the next run resumes and closes the gap
+    assert (
+        run(tmp_path, "collect", "github", "--repo", "octo-org/api", "--api-url", url).returncode
+        == 0
+    )
+    results = json.loads(run(tmp_path, "check", "--format", "json").stdout)
+    results = results["results"] if isinstance(results, dict) else results
+    pop = [r for r in results if r["control"] == "CM-POP-1" and r["repo"] == "octo-org/api"]
+    assert pop and pop[0]["outcome"] == "pass", pop[0]["reasons"]
