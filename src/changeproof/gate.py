@@ -253,7 +253,7 @@ def decide(req: GateRequest, ev: GateEvidence, settings: Settings) -> Verdict:
     since = (
         f"since the production deployment {ev.previous[1].id} of {ev.previous[1].commit_sha[:12]}"
         if ev.previous
-        else "(no earlier production deployment: the whole branch history up to this commit)"
+        else "up to this commit (there is no earlier production deployment)"
     )
     if ev.previous:
         inputs.append(ev.previous[0])
