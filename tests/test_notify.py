@@ -85,7 +85,7 @@ def test_bounded_time_when_the_receiver_keeps_failing(receiver: Receiver) -> Non
     d = post_json(receiver.url, {"a": 1}, target="webhook", deadline_s=1.0, base_delay_s=0.2)
     took = time.monotonic() - t
     assert not d.ok and d.status == 503 and d.attempts >= 2
-    assert took < 3.0
+    assert took < 5.0  # 1 s deadline plus one in-flight request, on a busy machine
 
 
 def test_unreachable_receiver_never_raises() -> None:
