@@ -231,7 +231,7 @@ def test_recollect_unchanged_costs_at_most_two_requests_per_repo(collected: Any)
     h, _, _ = collected
     results, client = h.collect()
     assert results[0].skipped
-    assert client.stats.requests <= 2 * 1 + 3  # root check, probe; org audit/team (per org)
+    assert client.stats.requests == 2  # the API check (once per run) and the probe
     assert client.stats.by_kind.get("graphql:probe") == 1
 
 

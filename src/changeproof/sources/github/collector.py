@@ -228,6 +228,9 @@ class GitHubSource:
         with ThreadPoolExecutor(max_workers=max(1, self.opt.workers)) as pool:
             results = list(pool.map(run, repos))
         for owner in owners:
+            mine = [r for r in results if r.repo.startswith(owner + "/")]
+            if mine and all(r.skipped for r in mine):
+                continue  # nothing moved in the organisation's repositories: nothing to judge
             notes = self.collect_org(
                 store, signer, owner, [r for r in repos if r.startswith(owner + "/")]
             )
