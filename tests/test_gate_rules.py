@@ -114,6 +114,10 @@ def test_changes_rule_accepts_a_recorded_exception() -> None:
     v = decide(request(tip.merge_sha), ev, s)
     assert rule(v, "changes")[0] == "pass"
     assert {x.id: x.outcome for x in v.changes}[bad.id] == "exception"
+    assert (
+        f"{bad.id} only by exception: CM-REV-1 (exception): excepted by EX-CM-REV-1"
+        in rule(v, "changes")[1]
+    )
     assert v.decision == "allow"
 
 
