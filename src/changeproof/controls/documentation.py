@@ -78,6 +78,7 @@ _KEY = re.compile(
     r"^\s*(?:[-*]\s*)?(?:\*\*)?(?P<key>[A-Za-z][A-Za-z /-]{1,40}?)(?:\*\*)?\s*[:=]\s*(?:\*\*)?\s*(?P<value>.+)$"
 )
 _COMMENT = re.compile(r"<!--.*?-->", re.S)
+_UNTICKED = re.compile(r"^[-*]\s*\[ \]")
 _PLACEHOLDER = re.compile(
     r"(?i)^\W*(?:tbd|todo|n/?a|none|-+|\.\.\.|…|xxx|fill (?:me )?in|describe.*here)\W*$"
 )
@@ -95,9 +96,14 @@ def _clean(text: str) -> str:
 
 
 def _real(text: str) -> bool:
-    lines = [ln.strip() for ln in text.splitlines()]
-    body = " ".join(ln for ln in lines if ln and not re.match(r"^[-*]\s*\[ \]", ln))
-    return bool(body) and not _PLACEHOLDER.match(body) and len(body.strip(" .-*_")) >= 2
+    """Real content: not empty, not only unticked boxes, not a placeholder."""
+    parts = []
+    for ln in text.splitlines():
+        ln = ln.strip()
+        if ln and not (ln[0] in "-*" and _UNTICKED.match(ln)):
+            parts.append(ln)
+    body = " ".join(parts)
+    return len(body.strip(" .-*_")) >= 2 and not _PLACEHOLDER.match(body)
 
 
 def parse_record(body: str) -> tuple[dict[str, str], str]:
@@ -108,8 +114,11 @@ def parse_record(body: str) -> tuple[dict[str, str], str]:
     buf: list[str] = []
 
     def close() -> None:
-        if current is not None and _real("\n".join(buf)):
-            fields.setdefault(current, "\n".join(buf).strip())
+        if current is None or current == "_other" or current in fields:
+            return
+        text = "\n".join(buf)
+        if _real(text):
+            fields[current] = text.strip()
 
     for line in _clean(body).splitlines():
         head = line.lstrip()[:2]
