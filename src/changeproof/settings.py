@@ -276,6 +276,8 @@ class GitHub(_S, frozen=True):
     workers: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
     page_size: Annotated[int, msgspec.Meta(ge=1, le=100)] = 50
     archive_logs: bool = True  # SHA-256 of every CI run's log archive into the locker
+    # `changeproof serve`: environment variable holding the webhook secret (never the secret)
+    webhook_secret_env: str = "CHANGEPROOF_GITHUB_WEBHOOK_SECRET"
 
 
 class GitLab(_S, frozen=True):
@@ -284,6 +286,8 @@ class GitLab(_S, frozen=True):
     projects: tuple[str, ...] = ()  # "group/subgroup/project" paths
     api_url: str = "https://gitlab.com/api/v4"  # self-managed: https://HOST/api/v4
     token_env: str = "CHANGEPROOF_GITLAB_TOKEN"  # environment variable holding the token
+    # `changeproof serve`: environment variable holding the webhook token (never the token)
+    webhook_token_env: str = "CHANGEPROOF_GITLAB_WEBHOOK_TOKEN"
 
 
 class Retention(_S, frozen=True):

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emergencies": ("changeproof.cli.gate", "emergencies"),
     "audit": ("changeproof.cli.audit", "audit"),
     "policy": ("changeproof.cli.policy", "policy"),
+    "serve": ("changeproof.cli.serve", "serve"),
+    "token": ("changeproof.cli.token", "token"),
 }
 
 

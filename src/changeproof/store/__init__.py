@@ -26,7 +26,7 @@ from changeproof.store import schema
 if TYPE_CHECKING:
     from changeproof.locker import Locker
 
-SCHEMA_HEAD = "0001"
+SCHEMA_HEAD = "0002"
 R = TypeVar("R", bound=Record)
 
 _encoder = msgspec.json.Encoder(order="sorted")

@@ -133,3 +133,41 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
 )
+
+# --- the server (changeproof serve): webhook deliveries and API tokens (migration 0002) ---
+
+# One row per accepted webhook delivery, written in the same transaction as its raw envelope
+# in the locker (before the 2xx). ``status`` is the processing queue: pending → done | error.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("source", String(16), nullable=False),  # github | gitlab
+    Column("delivery_id", String(128), nullable=False),
+    Column("event", String(64), nullable=False),
+    Column("action", String(64), nullable=True),
+    Column("repo", String(256), nullable=True),
+    Column("received_us", BigInteger, nullable=False),
+    Column("raw_sha256", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("processed_us", BigInteger, nullable=True),
+    Column("recollect", Boolean, nullable=False, default=False),
+    Column("detail", Text, nullable=True),
+    UniqueConstraint("source", "delivery_id", name="uq_webhook_deliveries_source_id"),
+)
+Index("ix_webhook_deliveries_status", webhook_deliveries.c.status, webhook_deliveries.c.id)
+Index("ix_webhook_deliveries_repo", webhook_deliveries.c.repo, webhook_deliveries.c.received_us)
+
+# API tokens: only the SHA-256 of the token is stored; the token is shown once.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False),
+    Column("scope", String(16), nullable=False),  # read | record | gate | admin
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_us", BigInteger, nullable=False),
+    Column("last_used_us", BigInteger, nullable=True),
+    Column("revoked_us", BigInteger, nullable=True),
+)

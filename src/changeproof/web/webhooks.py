@@ -1,0 +1,397 @@
+"""Webhook deliveries: signature checks, the locker envelope, group commit and the worker.
+
+An accepted delivery is written — its raw envelope into the locker and a row into
+``webhook_deliveries`` — in ONE transaction before the receiver answers 2xx. Requests hand
+their delivery to :class:`Ingestor`, one thread that commits whatever has queued up as a
+batch (group commit): many deliveries share one fsync and one signed checkpoint, and each
+request still waits for the commit that contains it. :class:`Processor` then maps pending
+deliveries to evidence asynchronously (on PostgreSQL several servers can share the queue:
+``SELECT … FOR UPDATE SKIP LOCKED``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from changeproof.locker import Locker, Signer
+from changeproof.settings import Settings
+from changeproof.store import Store, Writer, schema
+
+log = logging.getLogger("changeproof.web")
+
+MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB; anything larger is refused
+ENVELOPE_MAGIC = b"changeproof-webhook-v1\n"
+MEDIA_TYPE = "application/vnd.changeproof.webhook"
+
+GITHUB_EVENTS = frozenset(
+    {
+        "pull_request",
+        "pull_request_review",
+        "push",
+        "check_run",
+        "check_suite",
+        "status",
+        "deployment",
+        "deployment_status",
+        "workflow_run",
+        "branch_protection_rule",
+        "repository_ruleset",
+    }
+)
+# X-Gitlab-Event header → object kind
+GITLAB_EVENTS = {
+    "Merge Request Hook": "merge_request",
+    "Pipeline Hook": "pipeline",
+    "Deployment Hook": "deployment",
+}
+# the headers kept with the body: what identifies and authenticates a delivery
+KEPT_HEADERS = (
+    "content-type",
+    "user-agent",
+    "x-github-delivery",
+    "x-github-event",
+    "x-github-hook-id",
+    "x-github-hook-installation-target-id",
+    "x-github-hook-installation-target-type",
+    "x-hub-signature-256",
+    "x-gitlab-event",
+    "x-gitlab-event-uuid",
+    "x-gitlab-webhook-uuid",
+    "x-gitlab-instance",
+)
+
+
+def github_signature(secret: bytes, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+def github_signature_ok(secret: bytes, body: bytes, header: str | None) -> bool:
+    """X-Hub-Signature-256 check in constant time (no early exit on the first bad byte)."""
+    if not header:
+        return False
+    return hmac.compare_digest(github_signature(secret, body).encode(), header.encode())
+
+
+def gitlab_token_ok(expected: bytes, given: str | None) -> bool:
+    if not given:
+        return False
+    return hmac.compare_digest(expected, given.encode())
+
+
+@dataclass(frozen=True)
+class Delivery:
+    source: str  # github | gitlab
+    delivery_id: str
+    event: str
+    headers: tuple[tuple[str, str], ...]  # the kept headers, lower-case names, sorted
+    body: bytes
+    action: str | None = None
+    repo: str | None = None
+
+    def envelope(self) -> bytes:
+        """The locker's bytes: kept headers, a blank line, the exact body as received.
+
+        Deterministic (no receive time): the same delivery always hashes the same, so a
+        redelivery racing its original on another server is still kept once.
+        """
+        head = [f"source: {self.source}", f"delivery: {self.delivery_id}", f"event: {self.event}"]
+        head += [f"{k}: {v}" for k, v in self.headers]
+        return ENVELOPE_MAGIC + "\n".join(head).encode() + b"\n\n" + self.body
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.envelope()).hexdigest()
+
+
+def parse_envelope(data: bytes) -> tuple[dict[str, str], bytes]:
+    if not data.startswith(ENVELOPE_MAGIC):
+        raise ValueError("not a changeproof webhook envelope")
+    head, _, body = data[len(ENVELOPE_MAGIC) :].partition(b"\n\n")
+    headers = {}
+    for line in head.decode().split("\n"):
+        k, _, v = line.partition(": ")
+        headers[k] = v
+    return headers, body
+
+
+def kept_headers(get: Callable[[str], str | None]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, v) for k in KEPT_HEADERS if (v := get(k)) is not None)
+
+
+def describe(source: str, event: str, body: bytes) -> tuple[str | None, str | None]:
+    """(action, repository) from a payload, for the queue's columns; never raises."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None, None
+    if not isinstance(data, dict):
+        return None, None
+    if source == "github":
+        repo = (data.get("repository") or {}).get("full_name")
+        action = data.get("action")
+    else:
+        repo = (data.get("project") or {}).get("path_with_namespace")
+        action = (data.get("object_attributes") or {}).get("action") or data.get("status")
+    return (
+        str(action)[:64] if action else None,
+        str(repo)[:256] if isinstance(repo, str) else None,
+    )
+
+
+@dataclass
+class _Item:
+    delivery: Delivery
+    future: Future[str] = field(default_factory=Future)
+
+
+class Ingestor:
+    """One writer thread committing queued deliveries in batches (group commit).
+
+    ``submit`` returns a future that resolves to ``"accepted"`` (new, now committed) or
+    ``"duplicate"`` (this delivery id was committed before), or fails if the commit failed —
+    the receiver then answers 503 and the sender retries: nothing was kept.
+    """
+
+    def __init__(
+        self, store: Store, signer: Signer, lock: threading.Lock, *, max_batch: int = 500
+    ) -> None:
+        self.store = store
+        self.signer = signer
+        self.lock = lock
+        self.max_batch = max_batch
+        self._q: queue.Queue[_Item | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self.on_commit: Callable[[], None] = lambda: None
+        self.batches = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="webhook-ingest", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def submit(self, d: Delivery) -> Future[str]:
+        item = _Item(d)
+        self._q.put(item)
+        return item.future
+
+    def _run(self) -> None:
+        while True:
+            first = self._q.get()
+            if first is None:
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < self.max_batch:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit(batch)
+            if stop:
+                return
+
+    def _commit(self, batch: list[_Item]) -> None:
+        try:
+            outcome = self.write(self.store, self.signer, [i.delivery for i in batch], self.lock)
+        except Exception as exc:  # the whole batch rolled back: every sender retries
+            log.exception("webhook batch of %d not stored", len(batch))
+            for i in batch:
+                i.future.set_exception(exc)
+            return
+        self.batches += 1
+        for i, status in zip(batch, outcome, strict=True):
+            i.future.set_result(status)
+        self.on_commit()
+
+    @staticmethod
+    def write(
+        store: Store, signer: Signer, deliveries: list[Delivery], lock: threading.Lock
+    ) -> list[str]:
+        """Store new deliveries (envelope + queue row) in one transaction; report each."""
+        d = schema.webhook_deliveries
+        now = int(time.time() * 1_000_000)
+        out: list[str] = []
+        with lock, store.writer(Locker(signer)) as w:
+            keys = {(x.source, x.delivery_id) for x in deliveries}
+            seen: set[tuple[str, str]] = set()
+            for source in {k[0] for k in keys}:
+                ids = [k[1] for k in keys if k[0] == source]
+                for i in range(0, len(ids), 500):
+                    seen.update(
+                        (source, r[0])
+                        for r in w.conn.execute(
+                            sa.select(d.c.delivery_id).where(
+                                d.c.source == source, d.c.delivery_id.in_(ids[i : i + 500])
+                            )
+                        )
+                    )
+            rows = []
+            for x in deliveries:
+                k = (x.source, x.delivery_id)
+                if k in seen:
+                    out.append("duplicate")
+                    continue
+                seen.add(k)
+                out.append("accepted")
+                rows.append(
+                    {
+                        "source": x.source,
+                        "delivery_id": x.delivery_id,
+                        "event": x.event[:64],
+                        "action": x.action,
+                        "repo": x.repo,
+                        "received_us": now,
+                        "raw_sha256": x.sha256,
+                        "status": "pending",
+                        "attempts": 0,
+                        "processed_us": None,
+                        "recollect": False,
+                        "detail": None,
+                    }
+                )
+            if rows:
+                # the queue rows first: on SQLite this takes the write lock before the
+                # locker reads its chain head; on PostgreSQL a concurrent server inserting
+                # the same delivery waits here, then skips it
+                from changeproof.store import upsert
+
+                upsert(w.conn, d, rows, ("source", "delivery_id"))
+                for x in deliveries:
+                    if (x.source, x.delivery_id) in {(r["source"], r["delivery_id"]) for r in rows}:
+                        w.put_raw(
+                            x.envelope(), kind=f"webhook.{x.source}", source=x.source,
+                            media_type=MEDIA_TYPE,
+                        )  # fmt: skip
+        return out
+
+
+class Processor:
+    """Maps pending deliveries to evidence, in the background, a batch per transaction."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        lock: threading.Lock,
+        *,
+        batch: int = 100,
+        idle_s: float = 0.5,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.lock = lock
+        self.batch = batch
+        self.idle_s = idle_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.processed = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="webhook-process", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                n = self.run_once()
+            except Exception:
+                log.exception("webhook processing failed; retrying")
+                n = 0
+            if n == 0:
+                self._wake.wait(self.idle_s)
+                self._wake.clear()
+
+    def run_once(self) -> int:
+        """Claim and process up to ``batch`` pending deliveries; returns how many."""
+        from changeproof.web.mapping import map_delivery
+
+        d, o = schema.webhook_deliveries, schema.locker_objects
+        with self.lock, self.store.engine.begin() as conn:
+            q = (
+                sa.select(d.c.id, d.c.source, d.c.event, d.c.raw_sha256, d.c.received_us)
+                .where(d.c.status == "pending")
+                .order_by(d.c.id)
+                .limit(self.batch)
+            )
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            rows = conn.execute(q).all()
+            if not rows:
+                return 0
+            bodies = dict(
+                conn.execute(
+                    sa.select(o.c.digest, o.c.body).where(
+                        o.c.digest.in_({r.raw_sha256 for r in rows})
+                    )
+                ).all()
+            )
+            w = Writer(conn, None)
+            now = int(time.time() * 1_000_000)
+            for r in rows:
+                try:
+                    _, body = parse_envelope(bytes(bodies[r.raw_sha256]))
+                    m = map_delivery(
+                        r.source, r.event, body, r.raw_sha256, r.received_us,
+                        lambda key: _current_deployment(conn, key), self.settings,
+                    )  # fmt: skip
+                    for rec in m.records:
+                        w.put(rec)
+                    w.flush()  # a later delivery of this batch reads it back
+                    values: dict[str, Any] = {
+                        "status": "done",
+                        "recollect": m.recollect,
+                        "detail": m.note[:2000],
+                    }
+                except Exception as exc:  # a payload we cannot map stays visible as an error
+                    values = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"[:2000]}
+                values.update(attempts=1, processed_us=now)
+                conn.execute(sa.update(d).where(d.c.id == r.id).values(**values))
+            w.flush()
+        self.processed += len(rows)
+        return len(rows)
+
+
+def _current_deployment(conn: sa.Connection, key: str) -> Any:
+    from changeproof.evidence import Deployment
+
+    e = schema.evidence
+    row = conn.execute(
+        sa.select(e.c.body).where(e.c.kind == Deployment.kind, e.c.key == key)
+    ).first()
+    if row is None:
+        return None
+    import msgspec
+
+    return msgspec.json.decode(row[0], type=Deployment)
