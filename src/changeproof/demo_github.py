@@ -814,6 +814,13 @@ class GitHubReplay:
                 hist, hcost = self._history(repo, query)  # type: ignore[arg-type]
                 data["repository"].update(hist["repository"])
                 cost += hcost
+            if "dep: deployments(" in query:  # and the next page of deployments
+                dep, dcost = self._deployments(
+                    repo,  # type: ignore[arg-type]
+                    {"first": v["depFirst"], "after": v.get("depAfter")},
+                )
+                data["repository"]["dep"] = dep["repository"]["deployments"]
+                cost += dcost
             if OVERFLOW_RE.search(query):  # the previous page's follow-ups, too
                 more, ocost = self._overflow(query)
                 data.update(more)

@@ -388,8 +388,10 @@ def test_rebase_merge_found_late_in_history_is_attributed(harness: Make) -> None
     org = Org(login="acme")
     b = RepoBuilder(org, "big")
     old = b.merge_pr(method="rebase", commits=3, reviews=[("bob", "APPROVED", "head")])
-    for _ in range(120):
+    for i in range(120):
         b.merge_pr(reviews=[("bob", "APPROVED", "head")])
+        if i % 2:
+            b.deploy("staging")
     h = harness(org)
     _, client = h.collect(page_size=20)
     got = h.store.get(Change, f"acme/big#{old['number']}")
@@ -397,7 +399,10 @@ def test_rebase_merge_found_late_in_history_is_attributed(harness: Make) -> None
     c = got[1]
     assert (c.change_type, c.merge_method, len(c.landed_shas)) == ("rebase", "rebase", 3)
     assert h.store.count("change", "acme/big") == 122  # + the root commit, no direct pushes
-    assert "graphql:history" not in client.stats.by_kind  # carried by the PR pages
+    # history and the 60 deployments (two pages) are carried by the PR pages
+    assert "graphql:history" not in client.stats.by_kind
+    assert "graphql:deployments" not in client.stats.by_kind
+    assert len(h.store.records(Deployment, repo="acme/big")) == 60
 
 
 def test_offline_collect_for_the_demo(tmp_path: Any) -> None:

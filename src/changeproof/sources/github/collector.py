@@ -312,10 +312,14 @@ class GitHubSource:
         if ((probe.get("refs") or {}).get("pageInfo") or {}).get("hasNextPage"):
             res.notes.append("more than 100 branches: only the first 100 were matched")
         default = (probe.get("defaultBranchRef") or {}).get("name")
-        for branch, tip in branches:
-            self._collect_branch(store, signer, repo, branch, tip, res, advance)
-        if prev.get("deployments") != fp["deployments"]:
-            self._collect_deployments(store, signer, repo, res)
+        cursor = store.cursor(SRC, f"{repo}:deployments")
+        deps = _Deps(after=cursor, safe=cursor, done=prev.get("deployments") == fp["deployments"])
+        for i, (branch, tip) in enumerate(branches):
+            # the first branch's PR pages carry the deployment pages along
+            self._collect_branch(
+                store, signer, repo, branch, tip, res, advance, deps if i == 0 else None
+            )
+        self._collect_deployments(store, signer, repo, deps, res)
         if prev.get("config") != fp["config"] or prev.get("tips") != fp["tips"]:
             self._collect_config(store, signer, repo, [b for b, _ in branches], default, probe, res)
         self._finish(store, signer, repo, branches, fp)
@@ -407,6 +411,7 @@ class GitHubSource:
         tip: str,
         res: RepoResult,
         advance: Callable[[int], None],
+        deps: _Deps | None = None,
     ) -> None:
         scope = f"{repo}:{branch}"
         prev_tip = store.cursor(SRC, f"{scope}:tip")
@@ -432,10 +437,13 @@ class GitHubSource:
                     "files": self.opt.files, "contexts": self.opt.contexts,
                 }  # fmt: skip
                 history = None if walk.done else (walk.tip, walk.start, HISTORY_PAGE)
+                carry = deps is not None and not deps.done
+                if carry and deps is not None:
+                    variables["depFirst"], variables["depAfter"] = 50, deps.after
                 try:
                     data = self._gql(
-                        q.merged_prs_query(history, wanted), variables, kind="graphql:prs",
-                        retries=0 if size > 1 else None,
+                        q.merged_prs_query(history, wanted, deployments=carry), variables,
+                        kind="graphql:prs", retries=0 if size > 1 else None,
                     )  # fmt: skip
                 except TransientError:
                     if size <= 1:
@@ -445,6 +453,8 @@ class GitHubSource:
                 r = data.get("repository") or {}
                 if history is not None:
                     self._take_history(r, walk)
+                if carry and deps is not None:
+                    self._store_deployments(store, signer, repo, r.get("dep") or {}, deps, res)
                 conn = r.get("pullRequests") or {}
                 page = conn.get("pageInfo") or {}
                 nodes = [n for n in conn.get("nodes") or [] if n and n.get("mergedAt")]
@@ -580,59 +590,72 @@ class GitHubSource:
 
     # --- deployments -----------------------------------------------------------------------
 
-    def _collect_deployments(self, store: Store, signer: Any, repo: str, res: RepoResult) -> None:
+    def _collect_deployments(
+        self, store: Store, signer: Any, repo: str, deps: _Deps, res: RepoResult
+    ) -> None:
+        """The deployment pages the PR pages did not carry."""
         owner, name = split_repo(repo)
-        after = store.cursor(SRC, f"{repo}:deployments")
-        safe = after
-        settled = True
-        while True:
+        while not deps.done:
             data = self._gql(
                 q.DEPLOYMENTS,
-                {"owner": owner, "name": name, "first": 50, "after": after},
+                {"owner": owner, "name": name, "first": 50, "after": deps.after},
                 kind="graphql:deployments",
             )
             conn = (data.get("repository") or {}).get("deployments") or {}
-            nodes = [n for n in conn.get("nodes") or [] if n and n.get("databaseId")]
-            approvals: list[tuple[dict[str, Any], int, datetime, bytes, list[dict[str, Any]]]] = []
-            for n in nodes:
-                waited = m.waited_run_id(n)
-                if waited is None:
-                    continue
-                rid, at = waited
-                try:
-                    resp = self.client.request(
-                        "GET", f"/repos/{repo}/actions/runs/{rid}/approvals", kind="rest:approvals"
-                    )
-                except SourceError as exc:
-                    res.notes.append(f"approvals of run {rid} not readable: {exc.what}")
-                    continue
-                approvals.append((n, rid, at, resp.content, resp.json()))
-            now = self.now()
-            with self._tx(store, signer) as w:
-                for n in nodes:
-                    raw = w.put_raw(canonical_json(n), kind="github.deployment", source=SRC)
-                    w.put(m.deployment(n, repo=repo, raw_sha256=raw, collected_at=now))
-                for n, rid, at, body, items in approvals:
-                    raw = w.put_raw(body, kind="github.run_approvals", source=SRC,
-                                    media_type="application/json")  # fmt: skip
-                    for a in m.approvals(items, repo=repo, run_id=rid, commit_sha=str(n["commitOid"]),
-                                         at=at, raw_sha256=raw, collected_at=now):  # fmt: skip
-                        w.put(a)
-                        res.approvals += 1
-                page = conn.get("pageInfo") or {}
-                final = all(
-                    str(n.get("state") or "") not in ("PENDING", "QUEUED", "IN_PROGRESS", "WAITING")
-                    for n in nodes
+            self._store_deployments(store, signer, repo, conn, deps, res)
+
+    def _store_deployments(
+        self,
+        store: Store,
+        signer: Any,
+        repo: str,
+        conn: dict[str, Any],
+        deps: _Deps,
+        res: RepoResult,
+    ) -> None:
+        """One page of deployments with the approvals of those that waited, and the cursor
+        (kept before the first deployment still in progress, so its outcome is re-read)."""
+        nodes = [n for n in conn.get("nodes") or [] if n and n.get("databaseId")]
+        approvals: list[tuple[dict[str, Any], int, datetime, bytes, list[dict[str, Any]]]] = []
+        for n in nodes:
+            waited = m.waited_run_id(n)
+            if waited is None:
+                continue
+            rid, at = waited
+            try:
+                resp = self.client.request(
+                    "GET", f"/repos/{repo}/actions/runs/{rid}/approvals", kind="rest:approvals"
                 )
-                settled = settled and final
-                if settled and page.get("endCursor"):
-                    safe = str(page["endCursor"])
-                if safe:
-                    w.set_cursor(SRC, f"{repo}:deployments", safe)
-            res.deployments += len(nodes)
-            if not (conn.get("pageInfo") or {}).get("hasNextPage"):
-                return
-            after = str(conn["pageInfo"]["endCursor"])
+            except SourceError as exc:
+                res.notes.append(f"approvals of run {rid} not readable: {exc.what}")
+                continue
+            approvals.append((n, rid, at, resp.content, resp.json()))
+        now = self.now()
+        page = conn.get("pageInfo") or {}
+        with self._tx(store, signer) as w:
+            for n in nodes:
+                raw = w.put_raw(canonical_json(n), kind="github.deployment", source=SRC)
+                w.put(m.deployment(n, repo=repo, raw_sha256=raw, collected_at=now))
+            for n, rid, at, body, items in approvals:
+                raw = w.put_raw(
+                    body, kind="github.run_approvals", source=SRC, media_type="application/json"
+                )
+                for a in m.approvals(
+                    items, repo=repo, run_id=rid, commit_sha=str(n["commitOid"]), at=at,
+                    raw_sha256=raw, collected_at=now,
+                ):  # fmt: skip
+                    w.put(a)
+                    res.approvals += 1
+            final = all(str(n.get("state") or "") not in UNSETTLED for n in nodes)
+            deps.settled = deps.settled and final
+            if deps.settled and page.get("endCursor"):
+                deps.safe = str(page["endCursor"])
+            if deps.safe:
+                w.set_cursor(SRC, f"{repo}:deployments", deps.safe)
+        res.deployments += len(nodes)
+        if page.get("endCursor"):
+            deps.after = str(page["endCursor"])
+        deps.done = not page.get("hasNextPage")
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -812,6 +835,17 @@ class GitHubSource:
 
 
 MAX_OVERFLOW = 50  # follow-ups carried by one request
+UNSETTLED = frozenset({"PENDING", "QUEUED", "IN_PROGRESS", "WAITING"})
+
+
+@dataclass
+class _Deps:
+    """Deployment pages: where the next one starts, and the cursor safe to keep."""
+
+    after: str | None
+    safe: str | None
+    done: bool
+    settled: bool = True
 
 
 @dataclass

@@ -83,15 +83,16 @@ PROBE = f"""query Probe($owner: String!, $name: String!) {{
   }}
 }}"""
 
+DEPLOYMENT = f"""databaseId environment commitOid createdAt updatedAt state
+  creator {{ {ACTOR} }}
+  statuses(first: 10) {{ nodes {{ state createdAt logUrl environmentUrl creator {{ {ACTOR} }} }} }}"""
+
 DEPLOYMENTS = f"""query Deployments($owner: String!, $name: String!, $first: Int!, $after: String) {{
   {RATE}
   repository(owner: $owner, name: $name) {{
     deployments(first: $first, after: $after, orderBy: {{field: CREATED_AT, direction: ASC}}) {{
       {PAGE}
-      nodes {{ databaseId environment commitOid createdAt updatedAt state
-        creator {{ {ACTOR} }}
-        statuses(first: 10) {{ nodes {{ state createdAt logUrl environmentUrl
-          creator {{ {ACTOR} }} }} }} }}
+      nodes {{ {DEPLOYMENT} }}
     }}
   }}
 }}"""
@@ -157,16 +158,24 @@ def overflow_query(requests: Sequence[tuple[str, str, str]]) -> str:
 def merged_prs_query(
     history: tuple[str, int, int] | None = None,
     overflow: Sequence[tuple[str, str, str]] = (),
+    deployments: bool = False,
 ) -> str:
     """A page of merged PRs; optionally carrying the next stretch of first-parent history
-    (``history`` = (tip, start, count)) and the previous page's overflow follow-ups, so
-    neither costs a request of its own while PR pages remain."""
+    (``history`` = (tip, start, count)), the previous page's overflow follow-ups and the next
+    page of deployments (``$depFirst``, ``$depAfter``), so none of them costs a request of its
+    own while PR pages remain."""
     hist = "\n    ".join(_history_aliases(*history)) if history else ""
+    if deployments:
+        hist += (
+            "\n    dep: deployments(first: $depFirst, after: $depAfter, "
+            f"orderBy: {{field: CREATED_AT, direction: ASC}}) {{ {PAGE} nodes {{ {DEPLOYMENT} }} }}"
+        )
+    dep_vars = ", $depFirst: Int!, $depAfter: String" if deployments else ""
     ovf = "\n  ".join(_overflow_aliases(overflow))
     frag = f"\nfragment FP on Commit {{ {FIRST_PARENT} }}" if history else ""
     return f"""query MergedPullRequests($owner: String!, $name: String!, $base: String!,
     $first: Int!, $after: String, $reviews: Int!, $timeline: Int!, $commits: Int!,
-    $files: Int!, $contexts: Int!) {{
+    $files: Int!, $contexts: Int!{dep_vars}) {{
   {RATE}
   repository(owner: $owner, name: $name) {{
     pullRequests(states: MERGED, baseRefName: $base, first: $first, after: $after,
@@ -196,5 +205,5 @@ def all_queries() -> list[str]:
         merged_prs_query(
             (sample, 0, 100), [("PR_x", name, "Y3Vyc29yOjUw") for name in OVERFLOW_FIELDS]
         ),
-        merged_prs_query(None, [("PR_x", "files", "Y3Vyc29yOjUw")]),
+        merged_prs_query(None, [("PR_x", "files", "Y3Vyc29yOjUw")], deployments=True),
     ]
