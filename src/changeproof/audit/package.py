@@ -8,6 +8,7 @@ place at the very end, so an interrupted audit leaves no half-written package.
 from __future__ import annotations
 
 import base64
+import bisect
 import csv
 import hashlib
 import io
@@ -298,14 +299,18 @@ def _choose(
 
 
 def _related_records(store: Store, subjects: set[str]) -> list[Related]:
+    from changeproof import evidence
+
     t = schema.evidence
     out: list[Related] = []
     subs = sorted(subjects)
+    # every registered kind but changes: lets the database use its (kind, subject) index
+    kinds = sorted({rt.kind for rt in evidence.RECORD_TYPES} - {Change.kind})
     with store.connect() as conn:
         for i in range(0, len(subs), 400):
             rows = conn.execute(
                 sa.select(t.c.kind, t.c.digest, t.c.raw_sha256, t.c.body, t.c.subject)
-                .where(t.c.subject.in_(subs[i : i + 400]), t.c.kind != Change.kind)
+                .where(t.c.kind.in_(kinds), t.c.subject.in_(subs[i : i + 400]))
                 .order_by(t.c.occurred_us, t.c.id)
             ).all()
             for kind, dig, raw, body, subject in rows:
@@ -343,21 +348,38 @@ def _gather(
         for s in second_keys.get(rel.subject or "", []):
             if all(r.digest != rel.digest for r in s.related):
                 s.related.append(rel)
-    # deployments that shipped each change: per environment, the earliest successful deploy
-    # of this branch at or after the change in first-parent order
+    # deployments that shipped each change: per environment, the earliest deployment of the
+    # change's own commits, or the earliest successful one of its branch at or after it in
+    # first-parent order (a later deployment ships every earlier change)
+    envs = settings.environments
+    order = {e: i for i, e in enumerate((*envs.pre_production, *envs.production))}
+    direct_of: dict[tuple[str, str], list[tuple[Deployment, str]]] = defaultdict(list)
+    lanes: dict[tuple[str, str, str], list[tuple[int, Deployment, str]]] = defaultdict(list)
+    for repo, deps in pop.deployments.items():
+        for branch, dseq, dep, dig in deps:
+            direct_of[(repo, dep.commit_sha)].append((dep, dig))
+            if branch is not None and dseq is not None and dep.status == "success":
+                lanes[(repo, branch, dep.environment)].append((dseq, dep, dig))
+    # per lane: seqs ascending, and for each position the earliest-started deploy at or after it
+    firsts: dict[tuple[str, str, str], tuple[list[int], list[tuple[Deployment, str]]]] = {}
+    for key, lane in lanes.items():
+        lane.sort(key=lambda x: x[0])
+        suffix: list[tuple[Deployment, str]] = [(lane[-1][1], lane[-1][2])] * len(lane)
+        for i in range(len(lane) - 2, -1, -1):
+            cand = (lane[i][1], lane[i][2])
+            suffix[i] = cand if cand[0].started_at < suffix[i + 1][0].started_at else suffix[i + 1]
+        firsts[key] = ([x[0] for x in lane], suffix)
     for s in sampled:
-        seq = s.row.seq
         best: dict[str, tuple[Deployment, str]] = {}
-        for dseq, dep, dig in pop.deployments.get(s.row.repo, []):
-            direct = dep.commit_sha in s.change.landed_shas or dep.commit_sha == s.change.head_sha
-            after = seq is not None and dseq is not None and dseq >= seq and dep.status == "success"
-            if not (direct or after):
-                continue
-            cur = best.get(dep.environment)
-            if cur is None or dep.started_at < cur[0].started_at:
-                best[dep.environment] = (dep, dig)
-        envs = settings.environments
-        order = {e: i for i, e in enumerate((*envs.pre_production, *envs.production))}
+        for sha in {*s.change.landed_shas, *((s.change.head_sha,) if s.change.head_sha else ())}:
+            for dep, dig in direct_of.get((s.row.repo, sha), ()):
+                _offer(best, dep, dig)
+        if s.row.seq is not None:
+            for (repo, branch, _env), (seqs, suffix) in firsts.items():
+                if repo == s.row.repo and branch == s.row.branch:
+                    i = bisect.bisect_left(seqs, s.row.seq)
+                    if i < len(seqs):
+                        _offer(best, *suffix[i])
         s.shipped_by = sorted(
             ((env, d, g) for env, (d, g) in best.items()),
             key=lambda x: (order.get(x[0], -1), x[1].started_at),
@@ -375,6 +397,13 @@ def _gather(
             if all(r.digest != rel.digest for r in s.related):
                 s.related.append(rel)
     return sampled
+
+
+def _offer(best: dict[str, tuple[Deployment, str]], dep: Deployment, dig: str) -> None:
+    """Keep the earliest-started deployment per environment."""
+    cur = best.get(dep.environment)
+    if cur is None or dep.started_at < cur[0].started_at:
+        best[dep.environment] = (dep, dig)
 
 
 def _evaluate(

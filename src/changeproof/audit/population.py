@@ -212,7 +212,11 @@ class Population:
     coverage: list[dict[str, object]] = field(default_factory=list)
     config_history: list[ConfigEvent] = field(default_factory=list)
     bypasses: list[dict[str, object]] = field(default_factory=list)
-    deployments: dict[str, list[tuple[int | None, Deployment, str]]] = field(default_factory=dict)
+    # per repository: (branch, first-parent seq, deployment, record digest); branch and seq
+    # are None when the deployed commit is on no collected controlled branch
+    deployments: dict[str, list[tuple[str | None, int | None, Deployment, str]]] = field(
+        default_factory=dict
+    )
     emergencies: list[tuple[str, Emergency]] = field(default_factory=list)
     csv_bytes: bytes = b""
     json_bytes: bytes = b""
@@ -333,7 +337,7 @@ def build_population(
     emergency_labels = {x.lower() for x in settings.emergency.labels}
 
     # --- production deployments, by branch in first-parent order ---------------------------
-    deployments: dict[str, list[tuple[int | None, Deployment, str]]] = defaultdict(list)
+    deployments: dict[str, list[tuple[str | None, int | None, Deployment, str]]] = defaultdict(list)
     shipped: dict[tuple[str, str], list[tuple[int, datetime]]] = defaultdict(list)
     unmatched: list[Unmatched] = []
     for d, dep in store.iter_records(Deployment, end=now):
@@ -341,7 +345,7 @@ def build_population(
             continue  # (deployments after the as-of instant did not exist yet)
         hit = _lookup(index, store, dep.repo, dep.commit_sha)
         seq = hit[2] if hit else None
-        deployments[dep.repo].append((seq, dep, d))
+        deployments[dep.repo].append((hit[0] if hit else None, seq, dep, d))
         if dep.environment not in prod_envs or dep.status != "success":
             continue
         if hit is not None:

@@ -471,8 +471,7 @@ PRINT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Aud
 <h2>Worksheet</h2>
 <table><tr><th>change</th><th>population</th>{% for a in attributes %}<th>{{ a }}</th>{% endfor %}<th>deviation</th></tr>
 {% for s in sampled %}<tr><td>{{ s.row.id }}</td><td>{{ s.row.population }}</td>{% for a in attributes %}<td>{{ s.cells[a][0]|o }}</td>{% endfor %}<td>{{ "yes" if s.deviates else "no" }}</td></tr>{% endfor %}</table>
-{% if deviations %}<h2>Deviations</h2><table><col style="width:14%"><col style="width:9%"><col><tr><th>change</th><th>attribute</th><th>reason</th></tr>
-{% for s in deviations %}{% for a in attributes %}{% if s.cells[a][0] in ("fail", "indeterminate") %}<tr><td>{{ s.row.id }}</td><td>{{ a }}</td><td>{{ s.cells[a][1]|truncate(300) }}</td></tr>{% endif %}{% endfor %}{% endfor %}</table>{% endif %}
+<p>{{ deviations|length }} sampled change(s) deviate. The reason for every cell is in worksheet.csv and on each change's evidence page in the package.</p>
 </body></html>
 """
 
