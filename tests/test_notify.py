@@ -157,3 +157,19 @@ def test_emergencies_notify_and_gate_announce_end_to_end(
     paths = [path for path, _ in receiver.requests]
     assert paths == ["/slack", "/generic"]
     assert receiver.requests[1][1]["emergencies"][0]["status"] == "overdue"  # type: ignore[index]
+
+
+def test_one_time_budget_for_all_targets(receiver: Receiver) -> None:
+    receiver.statuses = [503] * 100
+    s = st.Settings(
+        emergency=st.Emergency(
+            slack_webhook_url=receiver.url + "/s", webhook_url=receiver.url + "/g"
+        )
+    )
+    e = emergency(change(1), at=NOW)
+    c = clock(e, "0" * 64, [], s, NOW + timedelta(hours=60))
+    t = time.monotonic()
+    out = notify_clocks([c], s, NOW, deadline_s=1.0, base_delay_s=0.2)
+    took = time.monotonic() - t
+    assert [d.ok for d in out] == [False, False]
+    assert took < 5.0  # one 1 s budget shared by both targets, not 1 s each plus retries

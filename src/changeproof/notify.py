@@ -148,12 +148,18 @@ def _send_all(
     settings: Settings,
     slack_text: str,
     body: dict[str, Any],
+    *,
+    deadline_s: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
     **kw: Any,
 ) -> list[Delivery]:
+    """Every configured target, within one total time budget (``deadline_s``)."""
     out = []
+    end = clock() + deadline_s
     for target, url in _targets(settings):
         payload = {"text": slack_text} if target == "slack" else body
-        out.append(post_json(url, payload, target=target, **kw))
+        left = max(0.0, end - clock())
+        out.append(post_json(url, payload, target=target, deadline_s=left, clock=clock, **kw))
     return out
 
 

@@ -257,7 +257,7 @@ def _announce(e: Any, settings: Any) -> None:
     from changeproof.controls.emergency import due_at
     from changeproof.notify import notify_opened
 
-    for d in notify_opened(e, due_at(e, settings), settings, deadline_s=8.0):
+    for d in notify_opened(e, due_at(e, settings), settings, deadline_s=6.0):
         if not d.ok:
             click.echo(
                 f"warning: could not notify {d.target} {d.url} after {d.attempts} attempt(s): "
