@@ -280,7 +280,7 @@ def _choose(
             members = [i for i in req.select if by_id[i].population == name]
             plans[name] = sampling.SamplePlan(
                 sampling.METHOD_LIST,
-                f"auditor's list ({req.select_source or 'given'})",
+                f"the auditor's own list ({req.select_source or 'given by the caller'})",
                 len(pop.ids(name)),
                 len(members),
             ).to_dict()

@@ -550,7 +550,7 @@ SHA-256(seed ‖ change id) and take the lowest {{ p.size }}:
 
 The result must equal the {{ name }} rows of `sample/sample.csv` (rank, id), in the same order.
 {% else %}
-{{ name|capitalize }} population: the sample is the auditor's own list ({{ p.selection }}), {{ p.size }} change(s).
+{{ name|capitalize }} population: the sample is {{ p.selection }}: {{ p.size }} change(s), listed in `sample/sample.csv`. There is no selection to re-perform.
 {% endif %}{% endfor %}
 ## 7. With changeproof (optional)
 
