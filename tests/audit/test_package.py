@@ -599,3 +599,27 @@ def test_evidence_is_checked_even_under_a_valid_signature(
     assert rep.problems == [
         "evidence/locker-segment.json: the locker checkpoint is not signed by the package key"
     ]
+
+
+def test_progress_counts_both_passes(
+    populated: object, workspace: Workspace, tmp_path: Path
+) -> None:
+    from changeproof.audit import AuditRequest, run_audit
+    from changeproof.settings import Settings
+    from changeproof.store import Store
+
+    assert isinstance(populated, Store)
+    seen: list[int] = []
+    req = AuditRequest(
+        start=T0,
+        end=T0 + timedelta(days=31),
+        period_text="p",
+        tz="UTC",
+        out=tmp_path / "prog",
+        operator="a@b",
+        now=T0 + timedelta(days=40),
+        seed="s",
+        pdf=False,
+    )
+    res = run_audit(populated, Settings(), workspace.signer(), req, advance=seen.append)
+    assert sum(seen) == 2 * res.population["changes"]  # read once, evaluated once

@@ -212,7 +212,7 @@ def run_audit(
     plans, chosen = _choose(pop, req)
     sampled = _gather(store, settings, pop, chosen)
     lap("sample")
-    counts = _evaluate(store, settings, req, pop, sampled)
+    counts = _evaluate(store, settings, req, pop, sampled, advance)
     attributes = _attributes(sampled)
     lap("evaluate")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -407,7 +407,12 @@ def _offer(best: dict[str, tuple[Deployment, str]], dep: Deployment, dig: str) -
 
 
 def _evaluate(
-    store: Store, settings: Settings, req: AuditRequest, pop: Population, sampled: list[Sampled]
+    store: Store,
+    settings: Settings,
+    req: AuditRequest,
+    pop: Population,
+    sampled: list[Sampled],
+    advance: Callable[[int], None] | None = None,
 ) -> dict[str, Counter[str]]:
     """Run every registered control over the period; keep counts, and the sample's results."""
     from changeproof.evaluate import Period, iter_results
@@ -427,7 +432,12 @@ def _evaluate(
     repos: list[str | None] = list(req.repos) if req.repos else [None]
     for repo in repos:
         for r in iter_results(
-            store, settings, req.now, period=Period(req.start, req.end), repo=repo
+            store,
+            settings,
+            req.now,
+            period=Period(req.start, req.end),
+            repo=repo,
+            on_change=(lambda: advance(1)) if advance is not None else None,
         ):
             key = (r.control, r.subject)
             if key in seen and r.control in pop_level:

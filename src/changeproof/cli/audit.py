@@ -164,7 +164,8 @@ def audit(
     try:
         signer = ws.signer()
         text = ws.config_path.read_bytes() if ws.config_path.exists() else None
-        with progress("audit: population") as advance:
+        # one counter over both passes: reading the population, then evaluating it
+        with progress("audit") as advance:
             result = run_audit(store, settings, signer, req, settings_text=text, advance=advance)
     finally:
         store.close()
