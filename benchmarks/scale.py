@@ -4,7 +4,7 @@ Usage:
   eval "$(scripts/pg start)"          # or pass --pg-url; without one PostgreSQL is skipped
   python benchmarks/scale.py [--changes N] [--repos R] [--backends sqlite,postgres]
 
-Each change is a squash-merged pull request with an approving review, two passing checks,
+Each change is a squash-merged pull request with an approving review, four passing checks,
 two files, one commit and its raw payload in the locker; every --deploy-every'th change of
 a repository (default 100, a release train) is deployed to staging and then production. Rows go in through the store's own Writer (batches of one
 transaction each, every one ending with a signed locker checkpoint), exactly as collectors
@@ -56,8 +56,13 @@ PEOPLE = [f"dev{i}" for i in range(200)]
 BOT = Actor(login="github-actions[bot]", type="bot")
 
 SETTINGS_TOML = """\
-# benchmarks/scale.py: every synthetic repository is a GitHub repository
+# benchmarks/scale.py: synthetic GitHub repositories whose required checks are build and test
 controlled_branches = ["main"]
+
+[testing]
+required_checks = ["build", "test"]
+dependency_scanning_checks = ["dependency-review"]
+sast_checks = ["codeql"]
 """
 
 
@@ -66,7 +71,8 @@ def actor(login: str) -> Actor:
 
 
 def sha_of(repo_i: int, n: int, salt: int = 0) -> str:
-    return f"{repo_i:08x}{n:016x}{salt:08x}".ljust(40, "0")
+    # distinct in the first 12 hex digits (how reports abbreviate a commit)
+    return f"{n:08x}{repo_i:04x}{salt:04x}".ljust(40, "0")
 
 
 def make_change(repo: str, repo_i: int, n: int, at: datetime, raw_sha: str) -> Change:
@@ -115,7 +121,7 @@ def make_change(repo: str, repo_i: int, n: int, at: datetime, raw_sha: str) -> C
                 completed_at=at - timedelta(minutes=40),
                 app="github-actions",
             )
-            for name in ("build", "test")
+            for name in ("build", "test", "codeql", "dependency-review")
         ),
         files=(
             FileChange(path=f"src/module_{n % 50}.py", status="modified"),
@@ -247,7 +253,7 @@ def gate_p50(
             "--actor",
             "github-actions[bot]",
             "--at",
-            (end + timedelta(minutes=i)).isoformat(),
+            (end + timedelta(hours=1, minutes=i)).isoformat(),
             "--format",
             "json",
         )
@@ -256,7 +262,14 @@ def gate_p50(
             print(f"  gate: exit {out.returncode}: {(out.stderr or out.stdout).strip()[:300]}")
             return None
     if out.returncode == 1:
-        print("  gate: decision was deny (timed all the same); reasons in --format json output")
+        why = []
+        try:
+            for c in json.loads(out.stdout).get("checks", []):
+                if c.get("outcome") != "pass":
+                    why.append(f"{c.get('rule')}: {(c.get('reasons') or ['?'])[0]}")
+        except ValueError:
+            why.append(out.stdout.strip()[:200])
+        print("  gate: decision was deny (timed all the same): " + "; ".join(why)[:400])
     return statistics.median(times)
 
 
