@@ -57,7 +57,7 @@ def start_server(ws: Workspace, *, workers: bool = True) -> Iterator[Server]:
     app = create_app(ws, env=ENV, workers=workers)
     store = ws.open_store()
     try:
-        toks = {s: tokens.create(store, s, f"test-{s}")[1] for s in tokens.SCOPES}
+        toks: dict[str, str] = {s: tokens.create(store, s, f"test-{s}")[1] for s in tokens.SCOPES}
     finally:
         store.close()
     port = free_port()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import socket
 import uuid
@@ -200,7 +199,7 @@ def test_oversized_chunked_body_refused(empty_server: Server) -> None:
             "X-GitHub-Event": "push",
             "X-GitHub-Delivery": "chunked",
             "X-Hub-Signature-256": "sha256=" + "0" * 64,
-        },  # fmt: skip
+        },
         timeout=60,
     )
     assert r.status_code == 413
@@ -268,7 +267,7 @@ def post_gitlab(server: Server, header: str, body: bytes, token: str = GITLAB_TO
             "X-Gitlab-Event": header,
             "X-Gitlab-Token": token,
             "X-Gitlab-Event-UUID": uuid_ or str(uuid.uuid4()),
-        },  # fmt: skip
+        },
         timeout=30,
     )
 
