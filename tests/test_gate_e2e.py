@@ -456,6 +456,13 @@ def test_emergency_overdue_without_review_fails_check(proj: Proj, repo: GitRepo)
     )["results"]
     emg2 = [x for x in res if x["control"] == "CM-EMG-2"]
     assert emg2 and emg2[0]["outcome"] == "fail" and "overdue" in emg2[0]["reasons"][0]
+    # the gate uses the emergency declared earlier: no --emergency needed
+    r = proj.run(
+        "gate", "--env", "production", "--commit", sha, "--actor", PIPE, "--at", "2026-01-02T01:00:00Z"
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("ALLOW (EMERGENCY)")
+    assert proj.decisions()[-1].emergency is not None
     # refused declarations: not designated, bad incident, approver is the author
     assert (
         proj.run(

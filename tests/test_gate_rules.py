@@ -453,3 +453,52 @@ def test_incident_patterns_accept_common_references(ref: str) -> None:
     validate_request(
         request("a" * 40, emergency=EmergencyRequest(incident=ref, approver="carol")), settings()
     )
+
+
+# --- an emergency declared before the gate (`record emergency`) -----------------------------
+
+
+def test_emergency_declared_earlier_lets_it_through() -> None:
+    from tests.gate_helpers import emergency
+
+    s = settings()
+    c = change(1, reviewer=None)
+    e = emergency(c, at=NOW - timedelta(minutes=5))
+    v = decide(request(c.merge_sha), evidence([c], s=s, emergencies=[e]), s)
+    assert v.decision == "allow" and v.emergency is None and v.declared == e.id
+    out, why = rule(v, "emergency")
+    assert out == "exception" and e.id in why
+    from changeproof.gate import decision_record
+
+    assert decision_record(v, "0" * 64, "store").emergency == e.id
+
+
+@pytest.mark.parametrize(
+    ("kw", "actor", "words"),
+    [
+        ({"approver": "mallory"}, PIPELINE, "not a designated"),
+        ({"participants": ("carol",)}, PIPELINE, "took part"),
+        ({}, "laptop", "cannot override actor"),
+    ],
+    ids=["not-designated", "approver-participant", "production-access"],
+)
+def test_emergency_declared_earlier_refused(kw: dict[str, object], actor: str, words: str) -> None:
+    from tests.gate_helpers import emergency
+
+    s = settings()
+    c = change(1, reviewer=None)
+    e = emergency(c, at=NOW - timedelta(minutes=5), **kw)  # type: ignore[arg-type]
+    v = decide(request(c.merge_sha, actor=actor), evidence([c], s=s, emergencies=[e]), s)
+    assert v.decision == "deny" and v.declared is None
+    assert words in rule(v, "emergency")[1]
+
+
+def test_emergency_declared_later_is_not_used() -> None:
+    from tests.gate_helpers import emergency
+
+    s = settings()
+    c = change(1, reviewer=None)
+    e = emergency(c, at=NOW + timedelta(minutes=5))
+    v = decide(request(c.merge_sha), evidence([c], s=s, emergencies=[e]), s)
+    assert v.decision == "deny"
+    assert all(x.rule != "emergency" for x in v.checks)

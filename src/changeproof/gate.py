@@ -108,8 +108,9 @@ class Verdict:
     inputs: tuple[str, ...]
     previous: str | None
     settings_version: str
-    emergency: Emergency | None = None
+    emergency: Emergency | None = None  # opened by this decision
     notes: tuple[str, ...] = field(default_factory=tuple)
+    declared: str | None = None  # an emergency declared earlier (`record emergency`) it used
 
     @property
     def allowed(self) -> bool:
@@ -322,7 +323,16 @@ def decide(req: GateRequest, ev: GateEvidence, settings: Settings) -> Verdict:
     labelled = sorted(
         {lab for _, c in ev.shipped for lab in c.labels if lab in settings.emergency.labels}
     )
-    if failing and (em_req is not None or labelled):
+    declared = _declared(ev, settings, pkeys) if failing and em_req is None else None
+    if failing and declared is not None and not labelled:
+        em_check, ok = _use_declared(declared, failing, settings, inputs, pkeys)
+        checks.append(em_check)
+        if ok:
+            decision = "allow"
+        else:
+            declared = None
+    elif failing and (em_req is not None or labelled):
+        declared = None
         em_check, emergency = _emergency(req, ev, settings, failing, shipped, pkeys, labelled)
         checks.append(em_check)
         if emergency is not None:
@@ -344,6 +354,64 @@ def decide(req: GateRequest, ev: GateEvidence, settings: Settings) -> Verdict:
         settings_version=settings.version,
         emergency=emergency,
         notes=tuple(notes),
+        declared=declared[1].id if declared is not None else None,
+    )
+
+
+def _declared(
+    ev: GateEvidence, settings: Settings, pkeys: set[str]
+) -> tuple[str, Emergency] | None:
+    """An emergency declared before now (e.g. `changeproof record emergency`) for this commit
+    or a shipped change; the newest one."""
+    ids = {c.id for _, c in ev.shipped}
+    found = [
+        (d, e)
+        for d, e in ev.context.emergencies.values()
+        if e.declared_at <= ev.context.now
+        and (e.commit_sha == ev.commit or e.subject in ids or ids & set(e.covers))
+    ]
+    return max(found, key=lambda p: p[1].declared_at) if found else None
+
+
+def _use_declared(
+    declared: tuple[str, Emergency],
+    failing: list[GateCheck],
+    settings: Settings,
+    inputs: list[str],
+    pkeys: set[str],
+) -> tuple[GateCheck, bool]:
+    from changeproof.controls.emergency import judge_declaration
+
+    dig, e = declared
+    inputs.append(dig)
+    fixed = [c for c in failing if c.rule not in EMERGENCY_OVERRIDABLE]
+    if fixed:
+        why = "cannot override " + ", ".join(f"{c.rule} ({c.control})" for c in fixed)
+        return _check("emergency", "CM-EMG-1", Outcome.FAIL, [f"emergency {e.id}: {why}"]), False
+    outcome, reasons, _ = judge_declaration(e, settings, participants=frozenset(pkeys))
+    if outcome is not Outcome.PASS:
+        return (
+            _check(
+                "emergency",
+                "CM-EMG-1",
+                Outcome.FAIL,
+                [f"emergency {e.id} is not valid: {'; '.join(reasons)}"],
+            ),
+            False,
+        )
+    overridden = ", ".join(f"{c.rule} ({c.control})" for c in failing)
+    return (
+        _check(
+            "emergency",
+            "CM-EMG-1",
+            Outcome.EXCEPTION,
+            [
+                f"EMERGENCY {e.id} (declared {e.declared_at.isoformat()}): allowed under incident "
+                f"{e.incident}, approved by {who(e.approver)}; overrides {overridden}",
+                f"an independent retro review is due by {due_at(e, settings).isoformat()}",
+            ],
+        ),
+        True,
     )
 
 
@@ -658,7 +726,7 @@ def decision_record(
         actor=Actor(login=req.actor) if req.actor else None,
         triggered_by=Actor(login=req.triggered_by) if req.triggered_by else None,
         decision=v.decision,
-        emergency=v.emergency.id if v.emergency else None,
+        emergency=v.emergency.id if v.emergency else v.declared,
         checks=v.checks,
         changes=v.changes,
         participants=v.participants,
@@ -808,6 +876,8 @@ def to_json(v: Verdict, rec: Recorded) -> dict[str, object]:
         },
         "emergency": None,
     }
+    if v.declared:
+        out["emergency"] = {"id": v.declared, "declared_earlier": True}
     if rec.emergency is not None:
         out["emergency"] = {
             "id": rec.emergency.id,
@@ -823,7 +893,7 @@ def to_json(v: Verdict, rec: Recorded) -> dict[str, object]:
 def headline(v: Verdict) -> str:
     req = v.request
     verb = "ALLOW" if v.allowed else "DENY"
-    if v.allowed and v.emergency is not None:
+    if v.allowed and (v.emergency is not None or v.declared):
         verb = "ALLOW (EMERGENCY)"
     return f"{verb}: deploy {req.repo}@{v.commit[:12]} ({v.branch or '?'}) to {req.environment}"
 
