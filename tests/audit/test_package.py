@@ -623,3 +623,12 @@ def test_progress_counts_both_passes(
     )
     res = run_audit(populated, Settings(), workspace.signer(), req, advance=seen.append)
     assert sum(seen) == 2 * res.population["changes"]  # read once, evaluated once
+
+
+def test_no_seed_no_list_and_stale_zip_are_refused(audit: AuditFn, tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no seed and no sample list"):
+        audit(seed=None)
+    (tmp_path / "z.zip").write_bytes(b"old")
+    with pytest.raises(UsageError, match=r"z\.zip already exists"):
+        audit(out=tmp_path / "z", zip=True)
+    assert not (tmp_path / "z").exists() and (tmp_path / "z.zip").read_bytes() == b"old"

@@ -196,6 +196,17 @@ def run_audit(
             expected="a new or empty folder, so no old file can slip into the signed package",
             hint="choose another --out, or remove the old package first",
         )
+    if req.zip and out.with_name(out.name + ".zip").exists():
+        raise UsageError(
+            f"{out.name}.zip already exists beside the output folder",
+            expected="no zip of an older package where the new one will be written",
+            hint="choose another --out, or move the old zip away first",
+        )
+    if req.select is None and req.seed is None:
+        raise UsageError(
+            "no seed and no sample list: the selection could not be reproduced",
+            expected="a seed (--seed) or the auditor's own list of change ids (--select FILE)",
+        )
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -286,8 +297,7 @@ def _choose(
             ).to_dict()
             chosen += [(by_id[i], None) for i in members]
         return plans, chosen
-    seed = req.seed
-    assert seed is not None
+    seed = req.seed or ""  # run_audit refuses a request with neither a seed nor a list
     for name in ("standard", "emergency"):
         ids = pop.ids(name)
         plan = sampling.plan_size(
