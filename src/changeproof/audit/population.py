@@ -16,7 +16,7 @@ import io
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import msgspec
 import sqlalchemy as sa
@@ -58,9 +58,10 @@ POPULATION_COLUMNS = (
 
 
 def iso(value: datetime | None) -> str:
+    """Canonical UTC form (…Z): the population's bytes must not depend on source offsets."""
     if value is None:
         return ""
-    return value.isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def who(actor: object) -> str:
