@@ -632,3 +632,27 @@ def test_no_seed_no_list_and_stale_zip_are_refused(audit: AuditFn, tmp_path: Pat
     with pytest.raises(UsageError, match=r"z\.zip already exists"):
         audit(out=tmp_path / "z", zip=True)
     assert not (tmp_path / "z").exists() and (tmp_path / "z.zip").read_bytes() == b"old"
+
+
+def test_unknown_repository_is_refused(audit: AuditFn) -> None:
+    with pytest.raises(UsageError, match=r"no changes were collected for acme/nope.*acme/api"):
+        audit(repos=("acme/nope",))
+
+
+def test_manifest_paths_outside_the_package_are_refused(
+    audit: AuditFn, workspace: Workspace
+) -> None:
+    res = audit()
+    m = json.loads((res.out / "manifest.json").read_text())
+    m["files"].append({"path": "../outside.txt", "sha256": "0" * 64, "size": 1})
+    (res.out / "manifest.json").write_text(json.dumps(m))
+    _resign_manifest_only(res.out, Signer.load(workspace.keys_dir))
+    rep = verify_package(res.out)
+    assert "../outside.txt: a manifest path outside the package (refused)" in rep.problems
+
+
+def _resign_manifest_only(p: Path, signer: Signer) -> None:
+    import base64
+
+    body = (p / "manifest.json").read_bytes()
+    (p / "manifest.json.sig").write_bytes(base64.b64decode(signer.sign(body)))

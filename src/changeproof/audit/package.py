@@ -207,6 +207,15 @@ def run_audit(
             "no seed and no sample list: the selection could not be reproduced",
             expected="a seed (--seed) or the auditor's own list of change ids (--select FILE)",
         )
+    if req.repos:
+        known = set(store.repos())
+        unknown = [r for r in req.repos if r not in known]
+        if unknown:
+            raise UsageError(
+                f"no changes were collected for {', '.join(unknown)}",
+                expected=f"repositories the store holds: {', '.join(sorted(known)) or 'none yet'}",
+                hint="check the names (owner/repo as collected), or collect them first",
+            )
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 

@@ -190,6 +190,9 @@ def _verify(reader: _Reader, rep: PackageReport, trusted_key: bytes | None) -> N
         rep.problems.append(f"{MANIFEST}: not a valid manifest (changed or corrupt)")
         return
     rep.files = len(listed)
+    for rel in [r for r in listed if r.startswith("/") or ".." in r.split("/") or "\\" in r]:
+        rep.problems.append(f"{rel}: a manifest path outside the package (refused)")
+        del listed[rel]
     # SHA256SUMS: its own signature, and the same digests as the manifest
     sums = reader.read(SUMS)
     if sums is not None and fp is not None and not _signature_ok(key, sums, reader.read(SUMS_SIG)):
