@@ -10,6 +10,7 @@ nothing changed costs. Per-run artefacts (CI log archives: one download per work
 counted separately from the API requests that carry the evidence. Last line: JSON.
 
     python benchmarks/github_collect.py [--repos 20] [--prs 500] [--latency 0.05] [--workers 8]
+                                        [--page-size 50]
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--prs", type=int, default=500)
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--page-size", type=int, default=50, help="merged PRs per GraphQL page")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -53,7 +55,10 @@ def main() -> None:
         def run() -> tuple[HttpClient, float, list]:  # type: ignore[type-arg]
             client = HttpClient(url, error_mapper=github_error_mapper, timeout_s=60)
             src = GitHubSource(
-                client, Settings(), api_url=url, options=Options(workers=args.workers)
+                client,
+                Settings(),
+                api_url=url,
+                options=Options(workers=args.workers, page_size=args.page_size),
             )
             t = time.perf_counter()
             src.validate(names)

@@ -501,7 +501,10 @@ class GitHubSource:
         res: RepoResult,
     ) -> None:
         """Store one complete page of PRs with its cursor, in one transaction."""
-        landed, _ = self._attribute(branch, walk.commits)
+        if walk.attributed_at != len(walk.commits):  # recompute only when history grew
+            walk.landed = self._attribute(branch, walk.commits)[0]
+            walk.attributed_at = len(walk.commits)
+        landed = walk.landed
         renames = self._renames(repo, page.nodes)
         logs = self._logs(repo, page.nodes) if self.opt.archive_logs else {}
         now = self.now()
@@ -857,6 +860,8 @@ class _Walk:
     done: bool
     start: int = 0
     commits: list[dict[str, Any]] = field(default_factory=list)
+    landed: dict[int, list[str]] = field(default_factory=dict)
+    attributed_at: int = 0
 
 
 @dataclass
