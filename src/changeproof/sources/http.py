@@ -287,6 +287,52 @@ class HttpClient:
                     decode_json(body, url)  # raises the clear "not JSON" error
             return Response(status, resp.headers, body, url, resp.headers.get("etag"))
 
+    def download(
+        self, path: str, *, kind: str = "rest:download", keep_max_bytes: int = 64 << 20
+    ) -> tuple[str, int, bytes | None] | None:
+        """Stream a (possibly large, redirected) file: (sha256, size, bytes if small enough).
+
+        None when it does not exist (404/410: e.g. logs past their retention). Transient
+        failures are retried like any request.
+        """
+        import hashlib
+
+        url = self.url(path)
+        for attempt in range(self.max_retries + 1):
+            headers: dict[str, str] = {}
+            token = self._auth() if self._auth else None
+            if token:
+                headers["Authorization"] = token
+            self.stats.add(kind=kind, graphql=False)
+            try:
+                with self._client.stream("GET", url, headers=headers) as resp:
+                    if resp.status_code in (404, 410):
+                        return None
+                    if resp.status_code in RETRY_STATUSES:
+                        raise httpx.RemoteProtocolError(f"HTTP {resp.status_code}")
+                    if resp.status_code >= 400:
+                        raise SourceError(f"GET {url} answered HTTP {resp.status_code}")
+                    h = hashlib.sha256()
+                    size = 0
+                    kept: list[bytes] | None = []
+                    for chunk in resp.iter_bytes():
+                        h.update(chunk)
+                        size += len(chunk)
+                        if kept is not None:
+                            kept.append(chunk)
+                            if size > keep_max_bytes:
+                                kept = None  # too large to keep: the hash is still exact
+                    return h.hexdigest(), size, b"".join(kept) if kept is not None else None
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError):
+                if attempt >= self.max_retries:
+                    raise TransientError(
+                        f"GET {url} failed {attempt + 1} times",
+                        hint="try again later; the next run resumes",
+                    ) from None
+                self.stats.bump("retries")
+                self._sleep(self._backoff(attempt))
+        return None
+
     def _limit_wait(self, resp: httpx.Response, body: bytes) -> float | None:
         """Seconds to wait when the response is a (primary or secondary) rate-limit refusal."""
         status = resp.status_code

@@ -438,3 +438,26 @@ def test_graphql_rate_limited_inside_200_is_waited_out(harness: Make) -> None:
     h.collect()
     assert 60.0 in h.sleeps
     assert h.store.count("change", REPO) == 14
+
+
+def test_large_log_archives_keep_their_exact_hash(harness: Make) -> None:
+    import hashlib
+
+    org, cases = scenario_org()
+    h = harness(org)
+    h.collect(max_log_bytes=10)
+    got = h.store.get(Change, f"{REPO}#{cases['approved']['number']}")
+    assert got is not None
+    run = next(c for c in got[1].checks or () if c.kind == "check_run")
+    blob = next(
+        iter(b for rid, b in org.repos[REPO].run_logs.items() if str(rid) in (run.url or ""))
+    )
+    assert run.log_sha256 == hashlib.sha256(blob).hexdigest()
+    with h.store.connect() as conn:
+        kinds = {
+            k
+            for (k,) in conn.execute(
+                schema.locker_entries.select().with_only_columns(schema.locker_entries.c.kind)
+            )
+        }
+    assert "github.actions_log_digest" in kinds and "github.actions_log" not in kinds

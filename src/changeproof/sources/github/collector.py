@@ -74,6 +74,7 @@ class Options:
     contexts: int = 100
     workers: int = 4
     archive_logs: bool = True
+    max_log_bytes: int = 64 << 20  # larger archives: SHA-256 and size only
 
 
 @dataclass
@@ -509,12 +510,19 @@ class GitHubSource:
         logs = self._logs(repo, page.nodes) if self.opt.archive_logs else {}
         now = self.now()
         with self._tx(store, signer) as w:
-            digests = {
-                rid: w.put_raw(
-                    blob, kind="github.actions_log", source=SRC, media_type="application/zip"
-                )
-                for rid, blob in logs.items()
-            }
+            digests: dict[int, str] = {}
+            for rid, (sha, size, blob) in logs.items():
+                if blob is not None:
+                    digests[rid] = w.put_raw(
+                        blob, kind="github.actions_log", source=SRC, media_type="application/zip"
+                    )
+                else:  # too large to keep: the locker keeps what it was and its exact hash
+                    w.put_raw(
+                        canonical_json({"repo": repo, "run_id": rid, "sha256": sha, "size": size}),
+                        kind="github.actions_log_digest", source=SRC,
+                        media_type="application/json",
+                    )  # fmt: skip
+                    digests[rid] = sha
             for pr in page.nodes:
                 raw = w.put_raw(canonical_json(pr), kind="github.pull_request", source=SRC)
                 number = int(pr["number"])
@@ -565,8 +573,11 @@ class GitHubSource:
             out[int(pr["number"])] = mapping
         return out
 
-    def _logs(self, repo: str, nodes: list[dict[str, Any]]) -> dict[int, bytes]:
-        """Log archives of the CI runs behind each PR's checks (GitHub keeps them 90 days)."""
+    def _logs(
+        self, repo: str, nodes: list[dict[str, Any]]
+    ) -> dict[int, tuple[str, int, bytes | None]]:
+        """Log archives of the CI runs behind each PR's checks (GitHub keeps them 90 days):
+        run id → (SHA-256, size, the archive when small enough to keep in the locker)."""
         runs: set[int] = set()
         for pr in nodes:
             for n in m._rollup(pr):
@@ -574,17 +585,16 @@ class GitHubSource:
                 if run is not None:
                     runs.add(int(run["databaseId"]))
 
-        def fetch(rid: int) -> tuple[int, bytes | None]:
+        def fetch(rid: int) -> tuple[int, tuple[str, int, bytes | None] | None]:
             try:
-                resp = self.client.request(
-                    "GET",
+                got = self.client.download(
                     f"/repos/{repo}/actions/runs/{rid}/logs",
                     kind="rest:logs",
-                    expect_json=False,
+                    keep_max_bytes=self.opt.max_log_bytes,
                 )
             except SourceError:
-                return rid, None  # expired or not readable: the check keeps log_sha256=None
-            return rid, resp.content if resp.status == 200 and resp.content else None
+                return rid, None  # not readable: the check keeps log_sha256=None
+            return rid, got  # None: expired
 
         # downloads, not API pages: a few at once per repository
         with ThreadPoolExecutor(max_workers=4) as pool:
