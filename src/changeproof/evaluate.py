@@ -18,6 +18,8 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -315,9 +317,12 @@ def iter_changes(
     decode = msgspec.json.Decoder(Change).decode
     with store.connect() as conn:
         res = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
-        for part in res.partitions(batch):
-            for dig, body in part:
-                yield dig, decode(body)
+        try:
+            for part in res.partitions(batch):
+                for dig, body in part:
+                    yield dig, decode(body)
+        finally:
+            res.close()  # a server-side cursor (PostgreSQL) must not outlive an abandoned stream
 
 
 def _rev1(change: Change, digest: str, ctx: Context) -> Outcome:
@@ -384,12 +389,57 @@ class _ResultWriter:
         else:
             self.rows.append(tuple(row[i] for i in self.order))
         if len(self.rows) >= self.batch:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            self.conn.exec_driver_sql(self.sql, self.rows)
+            self._send(self.rows)
             self.rows = []
+
+    # Batches go to one writer thread, in order, on the run's own connection and transaction:
+    # the driver releases the GIL while the database stores rows, so evaluation of the next
+    # changes overlaps with storing the previous results on a second core.
+
+    _queue: queue.Queue[list[Any] | None] | None = None
+    _thread: threading.Thread | None = None
+    _error: BaseException | None = None
+
+    def _send(self, rows: list[Any]) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._queue is None:
+            self._queue = queue.Queue(maxsize=4)
+            self._thread = threading.Thread(target=self._drain, name="results-writer")
+            self._thread.start()
+        self._queue.put(rows)
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while (rows := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self.conn.exec_driver_sql(self.sql, rows)
+                except BaseException as exc:  # re-raised in the evaluating thread
+                    self._error = exc
+
+    def abort(self) -> None:
+        self.rows = []
+        self._error = self._error or RuntimeError("aborted")
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = self._thread = None
+
+    def close(self) -> None:
+        """Write what is left and wait for the writer; re-raise its error, if any."""
+        if self.rows:
+            if self._queue is None:
+                self.conn.exec_driver_sql(self.sql, self.rows)
+            else:
+                self._queue.put(self.rows)
+            self.rows = []
+        if self._queue is not None and self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._queue = self._thread = None
+        if self._error is not None:
+            raise self._error
 
 
 @dataclass
@@ -471,17 +521,23 @@ def _run_check(
         )
         write = _ResultWriter(conn, run_id)
         count = 0
-        for r in iter_results(
+        stream = iter_results(
             store, settings, now, period=p, repo=repo, on_change=on_change, extra=extra
-        ):
-            dig, body = result_digest(r)
-            agg.update(dig.encode())
-            summary.add(r)
-            count += 1
-            write.add(r, dig, body)
-            if keep is not None:
-                keep(r)
-        write.flush()
+        )
+        try:
+            for r in stream:
+                dig, body = result_digest(r)
+                agg.update(dig.encode())
+                summary.add(r)
+                count += 1
+                write.add(r, dig, body)
+                if keep is not None:
+                    keep(r)
+        except BaseException:
+            write.abort()  # stop the writer before the transaction rolls back
+            stream.close()  # and close the evidence cursors now, not at garbage collection
+            raise
+        write.close()
         total = agg.hexdigest()
         conn.execute(
             sa.update(schema.runs)
