@@ -21,7 +21,7 @@ import hashlib
 import queue
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -242,7 +242,7 @@ def iter_results(
     ctx: Context | None = None,
     on_change: Callable[[], None] | None = None,
     extra: Mapping[str, Any] | None = None,
-) -> Iterator[Result]:
+) -> Generator[Result, None, None]:
     p = period or Period(None, None)
     base_extra = {**(extra or {}), "period": (p.start, p.end)}
     if ctx is None:
