@@ -157,9 +157,18 @@ class Locker:
         self.last_seq: int | None = None
 
     def put(
-        self, conn: Connection, payload: bytes, *, kind: str, source: str, media_type: str
+        self,
+        conn: Connection,
+        payload: bytes,
+        *,
+        kind: str,
+        source: str,
+        media_type: str,
+        sha256: str | None = None,
     ) -> str:
-        dig = hashlib.sha256(payload).hexdigest()
+        # ``sha256``: computed by the caller over these exact bytes (hashing is an ingest's
+        # second-largest cost); a wrong one is caught by `changeproof verify`
+        dig = sha256 or hashlib.sha256(payload).hexdigest()
         if dig not in self._pending:
             self._pending[dig] = _Pending(dig, payload, kind, source, media_type)
             if len(self._pending) >= 2000:

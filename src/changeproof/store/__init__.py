@@ -481,11 +481,21 @@ class Writer:
             )
 
     def put_raw(
-        self, payload: bytes, *, kind: str, source: str, media_type: str = "text/plain"
+        self,
+        payload: bytes,
+        *,
+        kind: str,
+        source: str,
+        media_type: str = "text/plain",
+        sha256: str | None = None,
     ) -> str:
+        """Keep ``payload`` in the locker; returns its SHA-256. ``sha256``: the digest when the
+        caller already computed it over exactly these bytes (e.g. in a parser process)."""
         if self.locker is None:
             raise StoreError("internal: this unit of work has no locker to keep raw evidence in")
-        return self.locker.put(self.conn, payload, kind=kind, source=source, media_type=media_type)
+        return self.locker.put(
+            self.conn, payload, kind=kind, source=source, media_type=media_type, sha256=sha256
+        )
 
     def put(self, record: Record, *, seq: int | None = None) -> str:
         """Store a record (latest view per key). ``seq``: first-parent position of a change."""
