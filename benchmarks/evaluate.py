@@ -215,7 +215,7 @@ def _rows(rec: Record, seq: int | None = None) -> tuple[dict[str, Any], list[dic
     return ev, commits
 
 
-def generate(url: str, total: int, repos: int, deploy_every: int = 10) -> float:
+def generate(url: str, total: int, repos: int, deploy_every: int = 100) -> float:
     store = Store.open(url)
     t0 = time.perf_counter()
     step = timedelta(seconds=365 * 86400 / total * repos)
@@ -359,8 +359,8 @@ def main() -> None:
     ap.add_argument(
         "--deploy-every",
         type=int,
-        default=10,
-        help="one staging and one production deployment per N changes (default 10)",
+        default=100,
+        help="one staging and one production deployment per N changes (default 100)",
     )
     ap.add_argument(
         "--db", help="SQLite file to use and keep (reused when it already holds changes)"

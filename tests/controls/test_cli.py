@@ -257,3 +257,21 @@ def test_check_table_prints_the_fix_for_each_failure(workspace: Workspace, store
     block = r.stdout.split("acme/api#8", 1)[1].split("\n\n", 1)[0]
     assert "CM-REV-1   FAIL" in block and "Fix:" in block
     assert datetime.fromisoformat(AS_OF).tzinfo is UTC
+
+
+def test_explain_a_promotion_rebuilds_the_source_index(workspace: Workspace, store: Store) -> None:
+    from tests.controls.test_population_and_paths import _promotion, _release_change
+
+    workspace.config_path.write_text(
+        'controlled_branches = ["main", "release"]\n\n'
+        '[[promotions]]\nsource = "release"\ntarget = "main"\n'
+    )
+    a, b = "1" * 40, "2" * 40
+    put(workspace, store, _release_change(1, a), _release_change(2, b), _promotion((a, b)))
+    r = run(workspace, "check", "--explain", "acme/api#50", "--format", "json")
+    by = {x["control"]: x for x in json.loads(r.stdout)["results"]}
+    assert by["CM-REV-1"]["outcome"] == "pass", by["CM-REV-1"]
+    assert "path 2" in by["CM-REV-1"]["reasons"][0]
+    full = run(workspace, "check", "--format", "json")
+    rows = [x for x in json.loads(full.stdout)["results"] if x["subject"] == "acme/api#50"]
+    assert next(x for x in rows if x["control"] == "CM-REV-1") == by["CM-REV-1"]

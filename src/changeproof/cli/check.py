@@ -230,7 +230,10 @@ def _explain(store, settings, now, subject: str, fmt: str) -> int:  # type: igno
             hint="list subjects with `changeproof check --all`",
         )
     digest, change = found
-    ctx = build_context(store, settings, now)
+    from changeproof.evaluate import promotion_context
+
+    # the same context the full run builds for this change, including the promotion index
+    ctx = promotion_context(store, build_context(store, settings, now), change)
     facts = compute_facts(change, settings)
     results = evaluate_change(change, digest, ctx)
     data = {
