@@ -127,3 +127,10 @@ def test_unfinished_run_makes_the_population_incomplete(
     results = results["results"] if isinstance(results, dict) else results
     pop = [r for r in results if r["control"] == "CM-POP-1" and r["repo"] == "octo-org/api"]
     assert pop and pop[0]["outcome"] == "pass", pop[0]["reasons"]
+
+
+def test_enterprise_server_paths(tmp_path: Path, server: tuple[str, GitHubReplay]) -> None:
+    url, replay = server
+    p = run(tmp_path, "collect", "github", "--repo", "octo-org/api", "--api-url", url + "/api/v3")
+    assert p.returncode == 0, p.stderr
+    assert "graphql:Probe" in replay.log  # POST /api/graphql, derived from /api/v3

@@ -461,3 +461,16 @@ def test_large_log_archives_keep_their_exact_hash(harness: Make) -> None:
             )
         }
     assert "github.actions_log_digest" in kinds and "github.actions_log" not in kinds
+
+
+def test_configuration_the_token_cannot_read_is_stated(harness: Make) -> None:
+    org, _ = scenario_org()
+    org.repos[REPO].admin_readable = False  # 403 "Resource not accessible by integration"
+    h = harness(org)
+    results, _ = h.collect()
+    notes = " ".join(results[0].notes)
+    assert "classic branch protection exists but is not readable" in notes
+    assert "rule-suite bypasses not readable" in notes
+    main = next(s for s in h.store.records(ProtectionSnapshot, repo=REPO) if s.branch == "main")
+    assert main.readable is False
+    assert not any(layer.layer == "classic" for layer in main.layers)
