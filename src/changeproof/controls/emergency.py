@@ -234,6 +234,25 @@ def emergencies_in(ctx: Context) -> list[tuple[str, Emergency]]:
     return [(d, e) for d, e in ctx.table("emergency") if isinstance(e, Emergency)]
 
 
+# The check asks once per failing result; index the (few) emergencies once per context.
+_INDEX: dict[int, tuple[object, dict[str, list[tuple[str, Emergency]]]]] = {}
+
+
+def _index(ctx: Context) -> dict[str, list[tuple[str, Emergency]]]:
+    """Emergencies by the subjects they cover (change ids) and their commit."""
+    source: object = ctx.emergencies if ctx.emergencies else ctx.table("emergency")
+    hit = _INDEX.get(id(source))
+    if hit is not None and hit[0] is source:
+        return hit[1]
+    out: dict[str, list[tuple[str, Emergency]]] = {}
+    for dig, e in emergencies_in(ctx):
+        for key in {e.subject, *e.covers, *((e.commit_sha,) if e.commit_sha else ())}:
+            out.setdefault(key, []).append((dig, e))
+    _INDEX.clear()  # one context at a time; keeps the source alive while cached
+    _INDEX[id(source)] = (source, out)
+    return out
+
+
 def covering_emergency(
     result: Result, participant_keys: frozenset[str], ctx: Context
 ) -> tuple[list[str], list[str]] | None:
@@ -241,11 +260,12 @@ def covering_emergency(
     if result.control not in EMERGENCY_COVERABLE:
         return None
     commit = result.details.get("commit")
-    for dig, e in emergencies_in(ctx):
+    index = _index(ctx)
+    if not index:
+        return None
+    candidates = [*index.get(result.subject, ()), *(index.get(commit, ()) if commit else ())]
+    for dig, e in candidates:
         if result.repo is not None and e.repo != result.repo:
-            continue
-        covers = result.subject == e.subject or result.subject in e.covers
-        if not covers and not (commit and e.commit_sha and commit == e.commit_sha):
             continue
         ok, reasons, digests = completed(e, dig, ctx, participant_keys)
         if ok:
