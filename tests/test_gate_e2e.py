@@ -770,3 +770,40 @@ def test_gate_on_postgresql(tmp_path: Path, repo: GitRepo, pg_url: str) -> None:
     finally:
         s.close()
     assert p.run(*db, "verify").returncode == 0
+
+
+def test_gate_imports_only_what_the_decision_needs(proj: Proj, repo: GitRepo) -> None:
+    """Start-up: on the default SQLite store the gate loads no SQLAlchemy, Alembic, rich,
+    Jinja or HTTP client (measured by the interpreter's own import log, not by timing)."""
+    sha = merge_pr(repo, 1)
+    proj.collect()
+    proj.review(1)
+    proj.ok(
+        "record",
+        "deployment",
+        "--env",
+        "staging",
+        "--repo",
+        "acme/app",
+        "--commit",
+        sha,
+        "--at",
+        "2026-01-02T10:00:00Z",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEPROOF_")}
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "changeproof", "gate", "--env", "production",
+         "--commit", sha, "--actor", PIPE, "--at", "2026-01-02T12:00:00Z"],
+        cwd=proj.root, capture_output=True, text=True, env=env, check=False, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    loaded = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in r.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "changeproof.gate" in loaded
+    heavy = {
+        m for m in loaded if m.split(".")[0] in {"sqlalchemy", "alembic", "rich", "jinja2", "httpx"}
+    }
+    assert not heavy, sorted(heavy)
