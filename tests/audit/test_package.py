@@ -136,6 +136,7 @@ def test_evidence_page_shows_the_change_and_links_raw_evidence(audit: AuditFn) -
     assert head in page  # the approved commit
     assert "dep-acme/api-21-staging" in page or "staging" in page
     assert page.index(">staging<") < page.index(">production<")  # pre-production first
+    assert "staging ran the same artifact as production, and started before it" in page
     # every linked record and raw file is in the package with the digest it is named by
     for link in set(re.findall(r'href="\.\./(evidence/[^"]+)"', page)):
         data = (pkg / link).read_bytes()

@@ -361,6 +361,7 @@ CHANGE = """<!doctype html>
 <table><tr><th>environment</th><th>commit</th><th>status</th><th>started</th><th>finished</th><th>artifact</th><th>by</th><th>record</th></tr>
 {% for env, d, dig in s.shipped_by %}<tr><td>{{ env }}</td><td class="mono">{{ d.commit_sha }}</td><td>{{ d.status }}</td><td class="mono">{{ iso(d.started_at) }}</td><td class="mono">{{ iso(d.finished_at) }}</td><td class="mono">{{ d.artifact or "" }}</td><td>{{ who(d.actor) }}</td><td>{% if dig in exported %}<a class="mono" href="../evidence/records/{{ dig }}.json">{{ dig[:16] }}…</a>{% else %}{{ dig[:16] }}…{% endif %}</td></tr>
 {% else %}<tr><td colspan="8">No deployment shipping this change was recorded.</td></tr>{% endfor %}</table>
+{% if s.shipped_by %}<p>{{ artifact_note(s) }}</p>{% endif %}
 {% for title, items in sections %}
 <h2>{{ title }}</h2>
 {% if not items %}<p class="muted">None recorded.</p>{% endif %}
@@ -420,6 +421,27 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
+def artifact_note(s: Sampled, settings: Settings) -> str:
+    """Whether production ran the artifact (or commit) that pre-production ran first."""
+    envs = settings.environments
+    pre = [d for env, d, _ in s.shipped_by if env in envs.pre_production]
+    prod = [d for env, d, _ in s.shipped_by if env in envs.production]
+    if not prod:
+        return "No production deployment shipping this change was recorded."
+    if not pre:
+        return "No pre-production deployment shipping this change was recorded before production."
+    p, q = pre[0], prod[0]
+    order = "before" if p.started_at <= q.started_at else "AFTER"
+    if p.artifact and q.artifact:
+        same = "the same artifact" if p.artifact == q.artifact else "a DIFFERENT artifact"
+    else:
+        same = "the same commit" if p.commit_sha == q.commit_sha else "a DIFFERENT commit"
+    return (
+        f"{p.environment} ran {same} as {q.environment}, and started {order} it "
+        f"({iso(p.started_at)} → {iso(q.started_at)})."
+    )
+
+
 def change_html(ctx: dict[str, Any], s: Sampled) -> bytes:
     from changeproof.audit import package
 
@@ -445,6 +467,7 @@ def change_html(ctx: dict[str, Any], s: Sampled) -> bytes:
         c=change,
         sections=sections,
         results=sorted(s.results, key=lambda r: (r.control, r.subject)),
+        artifact_note=lambda x: artifact_note(x, ctx["settings"]),
     )
     return html.encode("utf-8")
 
