@@ -341,3 +341,26 @@ def test_live_judges_every_change_since_the_previous_production_deployment(proj:
         assert r.returncode == 2 and "does not descend" in r.stderr
     finally:
         g.close()
+
+
+def test_live_release_manager_approval_of_the_run(proj: Path) -> None:
+    """Release-manager model: the environment reviewers' approval of this workflow run
+    (GitHub deployment protection) is the sign-off; without --run-id there is none."""
+    (proj / "changeproof.toml").write_text(
+        SETTINGS + '\n[deployment]\nmodel = "release_manager"\nrelease_managers = ["rm-ann"]\n'
+    )
+    approvals = example("environment-approvals-items")
+    approvals[0]["user"]["login"] = "rm-ann"
+    approvals[0]["environments"][0]["name"] = "production"
+    table = responses()
+    table[f"/repos/{REPO}/actions/runs/99/approvals"] = approvals
+    g = FakeGitHub(table)
+    try:
+        r = cli(proj, *LIVE, "--api-url", g.url)
+        assert r.returncode == 1 and "release-manager model" in r.stdout
+        r = cli(proj, *LIVE, "--api-url", g.url, "--run-id", "99", "--format", "json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        auth = next(c for c in json.loads(r.stdout)["checks"] if c["rule"] == "authorisation")
+        assert "rm-ann" in auth["reasons"][0]
+    finally:
+        g.close()

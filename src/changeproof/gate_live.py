@@ -28,6 +28,7 @@ from changeproof.evidence import (
     CheckResult,
     CommitInfo,
     Deployment,
+    DeploymentApproval,
     FileChange,
     FileStatus,
     Provenance,
@@ -393,6 +394,35 @@ def first_parent_since(gh: LiveGitHub, repo: str, prev: str, sha: str) -> list[s
     return out
 
 
+def run_approvals(
+    gh: LiveGitHub, repo: str, run_id: int, env: str, commit: str, now: datetime, raw: str
+) -> list[DeploymentApproval]:
+    """The environment reviewers' decisions on this workflow run (GitHub's deployment
+    protection). The API gives no time; the job only runs after them, so they precede now."""
+    out = []
+    for i, a in enumerate(gh.pages(f"/repos/{repo}/actions/runs/{run_id}/approvals")):
+        who = _user(a.get("user"))
+        names = {str(e.get("name")) for e in a.get("environments") or []}
+        if who is None or env not in names:
+            continue
+        out.append(
+            DeploymentApproval(
+                id=f"github:{repo}:run-{run_id}:{env}:{i}",
+                repo=repo,
+                environment=env,
+                commit_sha=commit,
+                approver=who,
+                approved_at=now,
+                state="approved" if a.get("state") == "approved" else "rejected",
+                comment=str(a.get("comment") or ""),
+                provenance=Provenance(
+                    source="github", occurred_at=now, collected_at=now, raw_sha256=raw
+                ),
+            )
+        )
+    return out
+
+
 def token_from_env() -> str:
     for var in TOKEN_VARS:
         value = os.environ.get(var)
@@ -407,7 +437,7 @@ def token_from_env() -> str:
 
 
 def live_evidence(
-    gh: LiveGitHub, req: GateRequest, settings: Settings
+    gh: LiveGitHub, req: GateRequest, settings: Settings, run_id: int | None = None
 ) -> tuple[GateEvidence, list[Record], bytes]:
     """Fetch and map; the raw responses are hashed first so every record can name them."""
     # Two passes would double the API calls: map with a placeholder digest, then restamp.
@@ -416,6 +446,11 @@ def live_evidence(
     full = req.commit if len(req.commit) == 40 else change.merge_sha
     deployments = fetch_deployments(gh, req.repo, full, req.now, placeholder)
     previous = previous_production(gh, req.repo, req.environment, full, req.now, placeholder)
+    approvals = (
+        run_approvals(gh, req.repo, run_id, req.environment, full, req.now, placeholder)
+        if run_id is not None
+        else []
+    )
     others: list[Change] = []
     notes = ["live mode: judged from GitHub's API"]
     if previous is None:
@@ -456,6 +491,7 @@ def live_evidence(
     change = stamp(change)
     others = [stamp(c) for c in others]
     deployments = [stamp(d) for d in deployments]
+    approvals = [stamp(a) for a in approvals]
     prev_rec = stamp(previous) if previous is not None else None
     from changeproof.evidence import digest
 
@@ -471,11 +507,11 @@ def live_evidence(
         shipped=tuple(shipped),
         previous=(digest(prev_rec), prev_rec) if prev_rec is not None else None,
         deployments=pairs_d,
-        approvals=(),
+        approvals=tuple((digest(a), a) for a in approvals),
         context=Context(settings=settings, now=req.now),
         notes=tuple(notes),
     )
-    extra: list[Record] = [*others, change, *deployments]
+    extra: list[Record] = [*others, change, *deployments, *approvals]
     if prev_rec is not None:
         extra.append(prev_rec)
     return ev, extra, raw
@@ -489,12 +525,13 @@ def run_live(
     api_url: str,
     transport: httpx.BaseTransport | None = None,
     token: str | None = None,
+    run_id: int | None = None,
 ) -> tuple[Verdict, Recorded]:
     if "/" not in req.repo:
         raise UsageError(f"--repo {req.repo!r} is not OWNER/NAME", expected="e.g. acme/api")
     gh = LiveGitHub(api_url, token or token_from_env(), transport=transport)
     try:
-        ev, _mapped, raw = live_evidence(gh, req, settings)
+        ev, _mapped, raw = live_evidence(gh, req, settings, run_id)
     except SourceError:
         raise
     except Exception as exc:  # an unexpected payload shape is "cannot decide", never allow

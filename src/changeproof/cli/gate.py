@@ -86,6 +86,12 @@ def default_repo(settings: Any, db: Any) -> str:
     show_default=True,
     help="GitHub API for --live (env GITHUB_API_URL; GitHub Enterprise: https://HOST/api/v3).",
 )
+@click.option(
+    "--run-id",
+    type=int,
+    envvar="GITHUB_RUN_ID",
+    help="--live: the workflow run whose environment approvals to read (env GITHUB_RUN_ID).",
+)
 @click.pass_context
 def gate(
     ctx: click.Context,
@@ -104,6 +110,7 @@ def gate(
     reason: str | None,
     live: bool,
     api_url: str,
+    run_id: int | None,
 ) -> None:
     """Decide from evidence whether this deployment may go ahead, and record the decision
     (the production authorisation record) in the locker.
@@ -193,7 +200,7 @@ def gate(
         if repo is None:
             raise UsageError("--live needs --repo OWNER/NAME")
         req = request(repo)
-        verdict, rec = run_live(ws, settings, req, api_url=api_url)
+        verdict, rec = run_live(ws, settings, req, api_url=api_url, run_id=run_id)
     else:
         from changeproof.gate_store import open_gate_store
 
