@@ -109,13 +109,14 @@ def build_context(
     settings: Settings,
     now: datetime,
     *,
-    record_controls: tuple[RecordControl, ...] = RECORD_CONTROLS,
+    record_controls: tuple[RecordControl, ...] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Context:
     """Everything but the changes: exceptions, team and protection history, and the record
     kinds the record controls declare in ``reads`` (small tables, loaded once)."""
     exceptions = tuple(store.iter_records(ExceptionGrant))
-    kinds = sorted({k for c in record_controls for k in c.reads})
+    controls = RECORD_CONTROLS if record_controls is None else record_controls
+    kinds = sorted({k for c in controls for k in c.reads})
     tables = {k: tuple(store.iter_records(record_type(k))) for k in kinds}
     teams: dict[str, list[tuple[str, TeamMembership]]] = {}
     for dig, tm in store.iter_records(TeamMembership):

@@ -448,7 +448,8 @@ def live_evidence(
     previous = previous_production(gh, req.repo, req.environment, full, req.now, placeholder)
     approvals = (
         run_approvals(gh, req.repo, run_id, req.environment, full, req.now, placeholder)
-        if run_id is not None
+        # only the release-manager model reads them (and needs the token's actions: read)
+        if run_id is not None and settings.deployment.model == "release_manager"
         else []
     )
     others: list[Change] = []
