@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import re
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 from changeproof.errors import SourceError
@@ -108,20 +109,79 @@ def _run_git(path: Path, args: list[str], *, check_msg: str | None = None) -> by
     return proc.stdout
 
 
+class _GitStream:
+    """A running `git …` whose standard output is read in records as it is produced."""
+
+    def __init__(self, path: Path, args: list[str]) -> None:
+        self.path = path
+        self.args = args
+        try:
+            self.proc = subprocess.Popen(
+                ["git", "-C", str(path), *args],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except FileNotFoundError:
+            raise SourceError(
+                "git is not installed or not on PATH",
+                expected="the git command-line tool",
+                hint="install git (e.g. `apt-get install git`) and try again",
+            ) from None
+
+    def chunks(self) -> Iterator[bytes]:
+        assert self.proc.stdout is not None
+        rest = b""
+        while True:
+            block = self.proc.stdout.read(1 << 20)
+            if not block:
+                break
+            parts = (rest + block).split(b"\x1e")
+            rest = parts.pop()
+            yield from parts
+        if rest:
+            yield rest
+        err = self.proc.stderr.read() if self.proc.stderr else b""
+        if self.proc.wait() != 0:
+            raise SourceError(
+                f"git {' '.join(self.args[:2])} failed in {self.path}: "
+                + err.decode(errors="replace").strip()
+            )
+
+    def __enter__(self) -> _GitStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+
+@lru_cache(maxsize=8192)
 def _dt(text: str) -> datetime:
+    # cached: author and committer times repeat (a merge's, a rebase run's, a bot's)
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
 def parse_log(data: bytes) -> Iterator[RawCommit]:
     """Parse `git log --format=FORMAT [-z --name-status]` output."""
-    for chunk in data.split(b"\x1e"):
+    return parse_stream(data.split(b"\x1e"))
+
+
+def parse_stream(chunks: Iterable[bytes]) -> Iterator[RawCommit]:
+    for chunk in chunks:
         if not chunk.strip(b"\x00\n"):
             continue
         parts = chunk.split(b"\x00", 10)
         if len(parts) < 10:
             raise SourceError("git log produced output changeproof cannot parse")
-        sha, parents, an, ae, ad, cn, ce, cd, sig, msg = (
-            p.decode("utf-8", "replace") for p in parts[:10]
+        # one decode for the ten header fields: NUL is ASCII, so splitting after decoding
+        # gives the same fields (an invalid byte never swallows a NUL)
+        head = chunk[: len(chunk) - len(parts[10]) - 1] if len(parts) == 11 else chunk
+        sha, parents, an, ae, ad, cn, ce, cd, sig, msg = head.decode("utf-8", "replace").split(
+            "\x00", 9
         )
         sha = sha.strip()
         rc = RawCommit(
@@ -141,6 +201,28 @@ def parse_log(data: bytes) -> Iterator[RawCommit]:
             rc.files_raw = parts[10]
             rc.files = _parse_name_status(parts[10])
         yield rc
+
+
+class LazyCommits:
+    """Commits of a `git log` output indexed by sha; each parsed on first access."""
+
+    def __init__(self, data: bytes) -> None:
+        self._chunks: dict[str, bytes] = {}
+        for chunk in data.split(b"\x1e"):
+            sha, sep, _ = chunk.partition(b"\x00")
+            if sep:  # SHA-1 or SHA-256 object names alike
+                self._chunks[sha.decode().strip()] = chunk
+        self._parsed: dict[str, RawCommit] = {}
+
+    def __contains__(self, sha: object) -> bool:
+        return sha in self._chunks
+
+    def get(self, sha: str) -> RawCommit:
+        rc = self._parsed.get(sha)
+        if rc is None:
+            rc = next(parse_log(self._chunks[sha]))
+            self._parsed[sha] = rc
+        return rc
 
 
 def _parse_name_status(data: bytes) -> list[FileChange]:
@@ -168,7 +250,9 @@ def _parse_name_status(data: bytes) -> list[FileChange]:
     return out
 
 
+@lru_cache(maxsize=4096)
 def _actor(name: str, email: str) -> Actor:
+    # cached: a history has few people, and an Actor is immutable and validated once
     login = None
     low = email.lower()
     if low.endswith("@users.noreply.github.com"):
@@ -363,18 +447,19 @@ class GitSource:
                     f"{cursor[:12]} is no longer on the branch"
                 )
         since_args = [f"--since={since.isoformat()}"] if since else []
-        fp_out = _run_git(
-            self.path,
-            [
-                "log", "--first-parent", "--reverse", "--diff-merges=first-parent",
-                "--name-status", "-M", "-z", f"--format={FORMAT}", *since_args, *rng, "--",
-            ],
-        )  # fmt: skip
-        fp = list(parse_log(fp_out))
+        # git computes the diffs while we parse its output as it streams (no --reverse, which
+        # would make git buffer the whole walk); the cheap all-commits walk runs alongside.
+        fp_args = [
+            "log", "--first-parent", "--diff-merges=first-parent", "--name-status", "-M", "-z",
+            f"--format={FORMAT}", *since_args, *rng, "--",
+        ]  # fmt: skip
+        with _GitStream(self.path, fp_args) as stream:
+            # every commit in the range, parsed only if a merge brought it in (most never are)
+            universe = LazyCommits(_run_git(self.path, ["log", f"--format={FORMAT}", *rng, "--"]))
+            fp = list(parse_stream(stream.chunks()))
+        fp.reverse()
         if since:
             fp = [c for c in fp if c.committed_at >= since]
-        all_out = _run_git(self.path, ["log", f"--format={FORMAT}", *rng, "--"])
-        universe = {c.sha: c for c in parse_log(all_out)}
         platform = self.settings.platform_of(self.repo)
         existing = self._existing_numbers(store)
         merged: set[str] = {c.sha for c in fp}
@@ -401,11 +486,12 @@ class GitSource:
             introduced = (
                 self._introduced(group[-1], universe, merged) if len(group[-1].parents) > 1 else []
             )
-            change = self._to_change(group, introduced, branch, platform, now, existing)
             payload = b"".join(c.raw + b"\x00" + c.files_raw for c in group) + b"".join(
                 c.raw for c in introduced
             )
-            w.put_raw(payload, kind="git.commits", source="git")
+            raw_sha = sha256_bytes(payload)  # once, for the locker and the provenance
+            change = self._to_change(group, introduced, branch, platform, now, existing, raw_sha)
+            w.put_raw(payload, kind="git.commits", source="git", sha256=raw_sha)
             w.put(change, seq=(seq0 + changes) * 1000)
             changes += 1
             if change.change_type == "direct_push":
@@ -480,7 +566,7 @@ class GitSource:
         )
 
     def _introduced(
-        self, merge: RawCommit, universe: dict[str, RawCommit], merged: set[str]
+        self, merge: RawCommit, universe: LazyCommits, merged: set[str]
     ) -> list[RawCommit]:
         """Commits a merge brought in: reachable from its other parents, not already merged."""
         out: list[RawCommit] = []
@@ -490,7 +576,7 @@ class GitSource:
             if sha in merged or sha not in universe:
                 continue
             merged.add(sha)
-            rc = universe[sha]
+            rc = universe.get(sha)
             out.append(rc)
             stack.extend(rc.parents)
         out.sort(key=lambda c: c.committed_at)
@@ -504,6 +590,7 @@ class GitSource:
         platform: str,
         now: datetime,
         existing: dict[int, set[str]],
+        raw_sha: str,
     ) -> Change:
         head = group[-1]
         msg = head.message
@@ -513,9 +600,9 @@ class GitSource:
         reviews: tuple[Review, ...] | None = None
         head_sha: str | None = None
         base_sha = group[0].parents[0] if group[0].parents else None
-        commits = [_commit_info(c) for c in (introduced if introduced else group)]
-        if len(head.parents) > 1:
-            commits = [_commit_info(c) for c in introduced]
+        # a merge's commits are those it introduced (possibly none); otherwise the group's
+        chosen = introduced if introduced or len(head.parents) > 1 else group
+        commits = [_commit_info(c) for c in chosen]
         m_gh = GITHUB_MERGE_RE.match(head.subject)
         m_gl = GITLAB_MR_RE.search(msg)
         m_sq = SQUASH_RE.search(head.subject)
@@ -567,10 +654,6 @@ class GitSource:
         tickets = tuple(sorted(set(TICKET_DEFAULT.findall(msg))))
         rev = REVERT_RE.search(msg)
         merged_by = _actor(head.committer_name, head.committer_email)
-        raw_sha = sha256_bytes(
-            b"".join(c.raw + b"\x00" + c.files_raw for c in group)
-            + b"".join(c.raw for c in introduced)
-        )
         return Change(
             repo=self.repo,
             branch=branch,
