@@ -502,3 +502,13 @@ def test_emergency_declared_later_is_not_used() -> None:
     v = decide(request(c.merge_sha), evidence([c], s=s, emergencies=[e]), s)
     assert v.decision == "deny"
     assert all(x.rule != "emergency" for x in v.checks)
+
+
+def test_an_old_emergency_does_not_authorise_a_later_deployment() -> None:
+    from tests.gate_helpers import emergency
+
+    s = settings()
+    c = change(1, reviewer=None)
+    e = emergency(c, at=NOW - timedelta(hours=49))  # its 48 h window has passed
+    v = decide(request(c.merge_sha), evidence([c], s=s, emergencies=[e]), s)
+    assert v.decision == "deny" and v.declared is None

@@ -361,14 +361,20 @@ def decide(req: GateRequest, ev: GateEvidence, settings: Settings) -> Verdict:
 def _declared(
     ev: GateEvidence, settings: Settings, pkeys: set[str]
 ) -> tuple[str, Emergency] | None:
-    """An emergency declared before now (e.g. `changeproof record emergency`) for this commit
-    or a shipped change; the newest one."""
-    ids = {c.id for _, c in ev.shipped}
+    """An emergency declared (e.g. `changeproof record emergency`) for this very commit or
+    its change, within the retro-review window before now: an old declaration does not
+    authorise a later deployment. The newest one."""
+    from datetime import timedelta
+
+    if ev.change is None:
+        return None
+    own = ev.change[1].id
+    window = timedelta(hours=settings.emergency.retro_review_hours)
     found = [
         (d, e)
         for d, e in ev.context.emergencies.values()
-        if e.declared_at <= ev.context.now
-        and (e.commit_sha == ev.commit or e.subject in ids or ids & set(e.covers))
+        if e.declared_at <= ev.context.now < e.declared_at + window
+        and (e.commit_sha == ev.commit or e.subject == own or own in e.covers)
     ]
     return max(found, key=lambda p: p[1].declared_at) if found else None
 
