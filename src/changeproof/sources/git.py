@@ -199,7 +199,8 @@ def parse_stream(chunks: Iterable[bytes]) -> Iterator[RawCommit]:
         )
         if len(parts) == 11:
             rc.files_raw = parts[10]
-            rc.files = _parse_name_status(parts[10])
+            if parts[10].strip(b"\x00\n"):  # (a log without --name-status has none)
+                rc.files = _parse_name_status(parts[10])
         yield rc
 
 
@@ -226,18 +227,18 @@ class LazyCommits:
 
 
 def _parse_name_status(data: bytes) -> list[FileChange]:
-    toks = [t.decode("utf-8", "replace") for t in data.strip(b"\n").split(b"\x00")]
-    toks = [t.strip("\n") for t in toks]
+    # one decode, then split: NUL is ASCII, so the tokens are those of splitting first
+    toks = [t.strip("\n") for t in data.strip(b"\n").decode("utf-8", "replace").split("\x00")]
     out: list[FileChange] = []
-    i = 0
-    while i < len(toks):
+    i, n = 0, len(toks)
+    while i < n:
         code = toks[i]
         if not code:
             i += 1
             continue
         letter = code[0]
         if letter in ("R", "C"):
-            if i + 2 >= len(toks):
+            if i + 2 >= n:
                 break
             old, new = toks[i + 1], toks[i + 2]
             out.append(FileChange(path=new, previous_path=old, status=STATUS[letter]))  # type: ignore[arg-type]
@@ -262,6 +263,8 @@ def _actor(name: str, email: str) -> Actor:
 
 
 def _co_authors(message: str) -> tuple[Actor, ...]:
+    if "co-authored-by" not in message.lower():
+        return ()  # most commits have none: skip the regex
     return tuple(_actor(n, e) for n, e in COAUTHOR_RE.findall(message))
 
 
@@ -603,9 +606,10 @@ class GitSource:
         # a merge's commits are those it introduced (possibly none); otherwise the group's
         chosen = introduced if introduced or len(head.parents) > 1 else group
         commits = [_commit_info(c) for c in chosen]
-        m_gh = GITHUB_MERGE_RE.match(head.subject)
+        subject = head.subject
+        m_gh = GITHUB_MERGE_RE.match(subject)
         m_gl = GITLAB_MR_RE.search(msg)
-        m_sq = SQUASH_RE.search(head.subject)
+        m_sq = SQUASH_RE.search(subject)
         m_ge = REVIEWED_ON_RE.search(msg)
         if not head.parents:
             ctype = "initial"
@@ -665,7 +669,7 @@ class GitSource:
             landed_shas=tuple(c.sha for c in group),
             base_sha=base_sha,
             head_sha=head_sha,
-            title=head.subject,
+            title=subject,
             body=(msg.split("\n", 1)[1].strip() if "\n" in msg else "")
             + (f"\n[{notes}]" if notes else ""),
             author=_actor(head.author_name, head.author_email) if ctype != "merge" else None,

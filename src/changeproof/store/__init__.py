@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import operator
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -442,7 +443,11 @@ def _sqlite_fast(
     sql = _sqlite_sql(table, cols, keys, only_if_changed)
     if sql is None:
         return False
-    conn.exec_driver_sql(sql, [tuple(r[c] for c in cols) for r in rows])
+    if len(cols) == 1:
+        conn.exec_driver_sql(sql, [(r[cols[0]],) for r in rows])
+    else:
+        row_of = operator.itemgetter(*cols)  # a tuple per row, positional like the SQL
+        conn.exec_driver_sql(sql, [row_of(r) for r in rows])
     return True
 
 
