@@ -5,6 +5,8 @@ Imported only by `changeproof serve` (and tests): FastAPI is never loaded by oth
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import os
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -13,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Body, Depends, FastAPI, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
@@ -28,7 +30,6 @@ from changeproof.web.webhooks import (
     Delivery,
     Ingestor,
     Processor,
-    describe,
     github_signature_ok,
     gitlab_token_ok,
     kept_headers,
@@ -161,7 +162,7 @@ def create_app(
     *,
     env: dict[str, str] | None = None,
     workers: bool = True,
-) -> FastAPI:
+) -> "Receivers":
     """The application for one workspace. ``workers=False`` leaves the processing queue
     alone (tests drive :meth:`Processor.run_once` themselves)."""
     settings = ws.settings()
@@ -169,7 +170,7 @@ def create_app(
     gh, gl = secrets_from(settings, dict(os.environ if env is None else env))
     st = State(ws, settings, store, ws.signer(), gh, gl)
     st.ingestor = Ingestor(store, st.signer, st.write_lock)
-    st.processor = Processor(store, settings, st.write_lock)
+    st.processor = Processor(store, settings, st.write_lock, busy=st.ingestor.busy)
     st.audits = Audits(ws)
 
     @contextlib.asynccontextmanager
@@ -224,76 +225,6 @@ def create_app(
     errors: dict[int | str, dict[str, Any]] = {
         401: {"model": Problem}, 403: {"model": Problem}, 422: {"model": Problem},
     }  # fmt: skip
-
-    # --- webhooks ------------------------------------------------------------------------
-
-    async def body_of(request: Request) -> bytes:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            raise HTTPException(413, f"webhook bodies are limited to {MAX_BODY} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > MAX_BODY:  # chunked upload that lied by omission: stop reading now
-                raise HTTPException(413, f"webhook bodies are limited to {MAX_BODY} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    async def accept(d: Delivery) -> JSONResponse:
-        assert st.ingestor is not None
-        try:
-            status = await asyncio.wrap_future(st.ingestor.submit(d))
-        except Exception:
-            return JSONResponse(
-                {"detail": "the delivery could not be stored; nothing was kept, retry"}, 503
-            )
-        return JSONResponse(
-            {"delivery": d.delivery_id, "event": d.event, "status": status},
-            202 if status == "accepted" else 200,
-        )
-
-    @app.post("/webhooks/github", include_in_schema=False)
-    async def github_webhook(request: Request) -> Response:
-        if st.github_secret is None:
-            raise HTTPException(503, "no GitHub webhook secret is configured on this server")
-        body = await body_of(request)
-        if not github_signature_ok(
-            st.github_secret, body, request.headers.get("x-hub-signature-256")
-        ):
-            raise HTTPException(401, "missing or wrong X-Hub-Signature-256")
-        delivery = request.headers.get("x-github-delivery", "")
-        event = request.headers.get("x-github-event", "")
-        if not delivery or not event or len(delivery) > 128:
-            raise HTTPException(400, "X-GitHub-Delivery and X-GitHub-Event are required")
-        action, repo = describe("github", event, body)
-        d = Delivery("github", delivery, event[:64], kept_headers(request.headers.get), body,
-                     action, repo)  # fmt: skip
-        return await accept(d)
-
-    @app.post("/webhooks/gitlab", include_in_schema=False)
-    async def gitlab_webhook(request: Request) -> Response:
-        if st.gitlab_token is None:
-            raise HTTPException(503, "no GitLab webhook token is configured on this server")
-        body = await body_of(request)
-        if not gitlab_token_ok(st.gitlab_token, request.headers.get("x-gitlab-token")):
-            raise HTTPException(401, "missing or wrong X-Gitlab-Token")
-        header = request.headers.get("x-gitlab-event", "")
-        event = GITLAB_EVENTS.get(header, header.lower().replace(" hook", "").replace(" ", "_"))
-        import hashlib
-
-        # GitLab sends a per-delivery UUID (16.x+); older versions: the body's digest
-        delivery = (
-            request.headers.get("x-gitlab-event-uuid")
-            or request.headers.get("x-gitlab-webhook-uuid")
-            or "sha256:" + hashlib.sha256(body).hexdigest()
-        )
-        if not event or len(delivery) > 128:
-            raise HTTPException(400, "X-Gitlab-Event is required")
-        action, repo = describe("gitlab", event, body)
-        d = Delivery("gitlab", delivery, event[:64], kept_headers(request.headers.get), body,
-                     action, repo)  # fmt: skip
-        return await accept(d)
 
     # --- API: health and queue -----------------------------------------------------------
 
@@ -500,7 +431,113 @@ def create_app(
     from changeproof.web.dashboard import mount
 
     mount(app, st)
-    return app
+    return Receivers(app, st)
+
+
+class Receivers:
+    """The webhook receivers as a bare ASGI layer in front of the application.
+
+    Deliveries are the hot path (hundreds a second): they skip routing, dependency solving
+    and the request/response objects; everything else goes to FastAPI. Attribute access
+    (``app.state`` …) is forwarded, so this stands in for the FastAPI app.
+    """
+
+    PATHS = ("/webhooks/github", "/webhooks/gitlab")
+
+    def __init__(self, app: FastAPI, st: State) -> None:
+        self.app = app
+        self.st = st
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] not in self.PATHS:
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            await _reply(send, 405, {"detail": "POST deliveries here"}, (b"allow", b"POST"))
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+        status, data = await self.deliver(scope["path"], headers, receive)
+        await _reply(send, status, data)
+
+    async def deliver(
+        self, path: str, headers: dict[str, str], receive: Any
+    ) -> tuple[int, dict[str, Any]]:
+        st = self.st
+        github = path.endswith("/github")
+        secret = st.github_secret if github else st.gitlab_token
+        if secret is None:
+            which = "GitHub webhook secret" if github else "GitLab webhook token"
+            return 503, {"detail": f"no {which} is configured on this server"}
+        too_big = 413, {"detail": f"webhook bodies are limited to {MAX_BODY} bytes"}
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return too_big  # refused before reading any of it
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return 400, {"detail": "the sender went away"}
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY:  # a chunked upload: stop reading at the limit
+                return too_big
+            chunks.append(chunk)
+            if not msg.get("more_body"):
+                break
+        body = b"".join(chunks)
+        if github:
+            if not github_signature_ok(secret, body, headers.get("x-hub-signature-256")):
+                return 401, {"detail": "missing or wrong X-Hub-Signature-256"}
+            delivery = headers.get("x-github-delivery", "")
+            event = headers.get("x-github-event", "")
+            if not delivery or not event or len(delivery) > 128:
+                return 400, {"detail": "X-GitHub-Delivery and X-GitHub-Event are required"}
+            source = "github"
+        else:
+            if not gitlab_token_ok(secret, headers.get("x-gitlab-token")):
+                return 401, {"detail": "missing or wrong X-Gitlab-Token"}
+            header = headers.get("x-gitlab-event", "")
+            event = GITLAB_EVENTS.get(
+                header, header.lower().removesuffix(" hook").replace(" ", "_")
+            )
+            # GitLab sends a per-delivery UUID (16.x+); older versions: the body's digest
+            delivery = (
+                headers.get("x-gitlab-event-uuid")
+                or headers.get("x-gitlab-webhook-uuid")
+                or "sha256:" + hashlib.sha256(body).hexdigest()
+            )
+            if not event or len(delivery) > 128:
+                return 400, {"detail": "X-Gitlab-Event is required"}
+            source = "gitlab"
+        # nothing is parsed before the answer: the processor reads the payload
+        d = Delivery(source, delivery, event[:64], kept_headers(headers.get), body)
+        assert st.ingestor is not None
+        try:
+            status = await asyncio.wrap_future(st.ingestor.submit(d))
+        except Exception:
+            return 503, {"detail": "the delivery could not be stored; nothing was kept, retry"}
+        return (202 if status == "accepted" else 200), {
+            "delivery": d.delivery_id,
+            "event": d.event,
+            "status": status,
+        }
+
+
+async def _reply(send: Any, status: int, data: dict[str, Any], *extra: tuple[bytes, bytes]) -> None:
+    body = json.dumps(data).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()), *extra],
+    })  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
 
 
 def _version() -> str:

@@ -97,8 +97,6 @@ class Delivery:
     event: str
     headers: tuple[tuple[str, str], ...]  # the kept headers, lower-case names, sorted
     body: bytes
-    action: str | None = None
-    repo: str | None = None
 
     def envelope(self) -> bytes:
         """The locker's bytes: kept headers, a blank line, the exact body as received.
@@ -165,9 +163,16 @@ class Ingestor:
     """
 
     def __init__(
-        self, store: Store, signer: Signer, lock: threading.Lock, *, max_batch: int = 500
+        self,
+        store: Store,
+        signer: Signer,
+        lock: threading.Lock,
+        *,
+        max_batch: int = 500,
+        linger_s: float = 0.002,
     ) -> None:
         self.store = store
+        self.linger_s = linger_s
         self.signer = signer
         self.lock = lock
         self.max_batch = max_batch
@@ -175,6 +180,11 @@ class Ingestor:
         self._thread: threading.Thread | None = None
         self.on_commit: Callable[[], None] = lambda: None
         self.batches = 0
+        self.last_commit = 0.0
+
+    def busy(self, within_s: float = 0.05) -> bool:
+        """Deliveries are arriving now (a commit in the last ``within_s`` seconds)."""
+        return time.monotonic() - self.last_commit < within_s
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="webhook-ingest", daemon=True)
@@ -198,9 +208,12 @@ class Ingestor:
                 return
             batch = [first]
             stop = False
+            # linger up to 2 ms for more: under load a batch fills, one commit serves many
+            until = time.monotonic() + self.linger_s
             while len(batch) < self.max_batch:
                 try:
-                    nxt = self._q.get_nowait()
+                    left = until - time.monotonic()
+                    nxt = self._q.get(timeout=left) if left > 0 else self._q.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
@@ -220,6 +233,7 @@ class Ingestor:
                 i.future.set_exception(exc)
             return
         self.batches += 1
+        self.last_commit = time.monotonic()
         for i, status in zip(batch, outcome, strict=True):
             i.future.set_result(status)
         self.on_commit()
@@ -259,8 +273,8 @@ class Ingestor:
                         "source": x.source,
                         "delivery_id": x.delivery_id,
                         "event": x.event[:64],
-                        "action": x.action,
-                        "repo": x.repo,
+                        "action": None,  # filled in by the processor
+                        "repo": None,
                         "received_us": now,
                         "raw_sha256": x.sha256,
                         "status": "pending",
@@ -297,7 +311,9 @@ class Processor:
         *,
         batch: int = 100,
         idle_s: float = 0.5,
+        busy: Callable[[], bool] = lambda: False,
     ) -> None:
+        self.busy = busy
         self.store = store
         self.settings = settings
         self.lock = lock
@@ -324,6 +340,10 @@ class Processor:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            if self.busy():
+                # intake first: during a burst, mapping waits (it is asynchronous anyway)
+                self._stop.wait(0.1)
+                continue
             try:
                 n = self.run_once()
             except Exception:
@@ -346,6 +366,7 @@ class Processor:
                 .limit(self.batch)
             )
             if conn.dialect.name == "postgresql":
+                # several servers share the queue: each claims rows the others have not
                 q = q.with_for_update(skip_locked=True)
             rows = conn.execute(q).all()
             if not rows:
@@ -359,25 +380,41 @@ class Processor:
             )
             w = Writer(conn, None)
             now = int(time.time() * 1_000_000)
+            updates: list[dict[str, Any]] = []
             for r in rows:
+                action = repo = None
                 try:
                     _, body = parse_envelope(bytes(bodies[r.raw_sha256]))
+                    action, repo = describe(r.source, r.event, body)
                     m = map_delivery(
                         r.source, r.event, body, r.raw_sha256, r.received_us,
                         lambda key: _current_deployment(conn, key), self.settings,
                     )  # fmt: skip
-                    for rec in m.records:
-                        w.put(rec)
-                    w.flush()  # a later delivery of this batch reads it back
-                    values: dict[str, Any] = {
-                        "status": "done",
-                        "recollect": m.recollect,
-                        "detail": m.note[:2000],
-                    }
+                    if m.records:
+                        for rec in m.records:
+                            w.put(rec)
+                        w.flush()  # a later delivery of this batch reads it back
+                    status, recollect, detail = "done", m.recollect, m.note
                 except Exception as exc:  # a payload we cannot map stays visible as an error
-                    values = {"status": "error", "detail": f"{type(exc).__name__}: {exc}"[:2000]}
-                values.update(attempts=1, processed_us=now)
-                conn.execute(sa.update(d).where(d.c.id == r.id).values(**values))
+                    status, recollect, detail = "error", False, f"{type(exc).__name__}: {exc}"
+                updates.append(
+                    {"_id": r.id, "_status": status, "_recollect": recollect,
+                     "_detail": detail[:2000], "_action": action, "_repo": repo}
+                )  # fmt: skip
+            conn.execute(
+                sa.update(d)
+                .where(d.c.id == sa.bindparam("_id"))
+                .values(
+                    status=sa.bindparam("_status"),
+                    recollect=sa.bindparam("_recollect"),
+                    detail=sa.bindparam("_detail"),
+                    action=sa.bindparam("_action"),
+                    repo=sa.bindparam("_repo"),
+                    attempts=d.c.attempts + 1,
+                    processed_us=now,
+                ),
+                updates,
+            )
             w.flush()
         self.processed += len(rows)
         return len(rows)
