@@ -5,7 +5,7 @@ Usage: python benchmarks/ingest.py [--findings N] [--files-per-command K] [--wor
 Each "command" ingests K files in one transaction (as `changeproof ingest` does), each file
 with its own scan time so every repetition is a new scan. Reports findings/s (parse + store,
 SQLite, locker included) and peak RSS; memory must stay flat as N grows. With --workers W > 0
-(default 2) W parser processes parse while this process writes (changeproof.vuln.pool);
+(default 0) W parser processes parse while this process writes (changeproof.vuln.pool);
 CPU time is reported summed over all processes. Prints a table and, as the last line, one JSON
 object of the figures.
 """
@@ -55,7 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--findings", type=int, default=1_000_000)
     ap.add_argument("--files-per-command", type=int, default=50)
-    ap.add_argument("--workers", type=int, default=2, help="Parser processes (0: in-process).")
+    ap.add_argument("--workers", type=int, default=0, help="Parser processes (0: in-process).")
     ap.add_argument("--keep", type=Path, help="Keep the workspace here.")
     args = ap.parse_args()
 
