@@ -37,7 +37,7 @@ def populated(repo: GitRepo, workspace: Workspace, store: Store) -> Store:
 
 @pytest.fixture
 def audit(populated: Store, workspace: Workspace, tmp_path: Path) -> AuditFn:
-    def run(**kw: object) -> AuditResult:
+    def run(settings: Settings | None = None, **kw: object) -> AuditResult:
         args: dict[str, object] = {
             "start": T0,
             "end": T0 + timedelta(days=31),
@@ -51,6 +51,6 @@ def audit(populated: Store, workspace: Workspace, tmp_path: Path) -> AuditFn:
         }
         args.update(kw)
         req = AuditRequest(**args)  # type: ignore[arg-type]
-        return run_audit(populated, Settings(), workspace.signer(), req)
+        return run_audit(populated, settings or Settings(), workspace.signer(), req)
 
     return run

@@ -96,6 +96,18 @@ def documents(
         ),
         resource("res:worksheet", "Attribute worksheet", "worksheet.csv", "text/csv"),
     ]
+    policy = audit["policy"]
+    for v in policy["in_force_during_period"]:
+        if v["text_file"]:
+            resources.append(
+                resource(
+                    f"res:policy:{v['document_sha256']}",
+                    f"Change Management Policy version {v['version']} as approved by "
+                    f"{v['approver']} on {v['approved_at']}",
+                    v["text_file"],
+                    "text/markdown",
+                )
+            )
     for s in sampled:
         resources.append(
             resource(
@@ -248,6 +260,102 @@ def documents(
         if obs:
             finding["related-observations"] = [{"observation-uuid": o} for o, _ in obs]
         findings.append(finding)
+    # the policy's approval (issue: the version in force, and settings changed without a new
+    # approval) and the locker's verification are judged over the period, not per change
+    policy_obs: list[str] = []
+    for i, f in enumerate(policy["findings"]):
+        oid = u(f"obs:policy:{i}:{f['code']}")
+        policy_obs.append(oid)
+        observations.append(
+            {
+                "uuid": oid,
+                "title": f"Policy approval: {f['code']}",
+                "description": f"{f['message']} What to do: {f['hint']}",
+                "props": [{"name": "policy-finding", "ns": NS, "value": f["code"]}],
+                "methods": ["EXAMINE"],
+                "types": ["finding"],
+                "relevant-evidence": [
+                    {
+                        "href": "../reconciliation/policy-findings.csv",
+                        "description": "Policy approval findings",
+                    }
+                ],
+                "collected": now,
+            }
+        )
+        findings.append(
+            {
+                "uuid": u(f"finding:policy:{i}:{f['code']}"),
+                "title": f"Policy approval — {f['code']}",
+                "description": f["message"],
+                "target": {
+                    "type": "objective-id",
+                    "target-id": f["code"],
+                    "status": {"state": "not-satisfied", "reason": "fail"},
+                },
+                "related-observations": [{"observation-uuid": oid}],
+            }
+        )
+    if not policy["findings"]:
+        versions = policy["in_force_during_period"]
+        findings.append(
+            {
+                "uuid": u("finding:policy"),
+                "title": "Policy approval",
+                "description": "An approved policy version was in force throughout the period: "
+                + "; ".join(
+                    f"version {v['version']} approved by {v['approver']} on {v['approved_at']}"
+                    for v in versions
+                )
+                + ".",
+                "target": {
+                    "type": "objective-id",
+                    "target-id": "policy-approval",
+                    "status": {"state": "satisfied", "reason": "pass"},
+                },
+            }
+        )
+    locker = audit["locker_verification"]
+    if "CM-POP-2" not in attributes:
+        oid = u("obs:locker")
+        observations.append(
+            {
+                "uuid": oid,
+                "title": "Evidence locker verification",
+                "description": (
+                    f"Hash chain of {locker['entries']} entries and {locker['checkpoints']} "
+                    "signed checkpoint(s) "
+                    + (
+                        "verified."
+                        if locker["intact"]
+                        else f"does not verify: {'; '.join(locker['problems'][:5])}"
+                    )
+                ),
+                "props": [
+                    {"name": "outcome", "ns": NS, "value": "pass" if locker["intact"] else "fail"}
+                ],
+                "methods": ["TEST"],
+                "types": ["control-objective"],
+                "collected": now,
+            }
+        )
+        findings.append(
+            {
+                "uuid": u("finding:CM-POP-2"),
+                "title": f"CM-POP-2 — {defs['CM-POP-2'].title if 'CM-POP-2' in defs else 'locker'}",
+                "description": "The evidence locker "
+                + ("verifies." if locker["intact"] else "does not verify."),
+                "target": {
+                    "type": "objective-id",
+                    "target-id": "CM-POP-2",
+                    "status": {
+                        "state": "satisfied" if locker["intact"] else "not-satisfied",
+                        "reason": "pass" if locker["intact"] else "fail",
+                    },
+                },
+                "related-observations": [{"observation-uuid": oid}],
+            }
+        )
     result: dict[str, Any] = {
         "uuid": u("result"),
         "title": f"Change-management testing {req.period_text}",

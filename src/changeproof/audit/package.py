@@ -28,7 +28,7 @@ import msgspec
 import sqlalchemy as sa
 
 from changeproof import __version__
-from changeproof.audit import sampling
+from changeproof.audit import policy_evidence, sampling
 from changeproof.audit.population import (
     Population,
     Row,
@@ -38,7 +38,7 @@ from changeproof.audit.population import (
 )
 from changeproof.errors import UsageError
 from changeproof.evidence import Change, Deployment, Record, record_type
-from changeproof.locker import Signer, export_segment, key_id
+from changeproof.locker import Signer, export_segment, key_id, verify_locker
 from changeproof.outcomes import SEVERITY, Outcome, Result
 from changeproof.settings import Settings
 from changeproof.store import Store, schema
@@ -123,6 +123,8 @@ class AuditResult:
     deviations: list[str]
     files: int
     timings: dict[str, float] = field(default_factory=dict)  # seconds per phase
+    policy: dict[str, object] = field(default_factory=dict)  # versions in force and findings
+    locker: dict[str, object] = field(default_factory=dict)  # the workspace locker's verification
 
     def to_dict(self) -> dict[str, object]:
         return {
@@ -135,6 +137,8 @@ class AuditResult:
             "sample": self.sample,
             "deviations": self.deviations,
             "files": self.files,
+            "policy": self.policy,
+            "locker": self.locker,
         }
 
 
@@ -232,7 +236,13 @@ def run_audit(
     plans, chosen = _choose(pop, req)
     sampled = _gather(store, settings, pop, chosen)
     lap("sample")
-    counts = _evaluate(store, settings, req, pop, sampled, advance)
+    # CM-POP-2 judges the locker; controls cannot read the store, so verify it here with the
+    # key that signs the package, and hand the report over as `check` does
+    locker = verify_locker(store, signer.public_pem).to_dict()
+    lap("locker")
+    policy = policy_evidence.gather(store, settings, req.start, req.end, req.now)
+    lap("policy")
+    counts = _evaluate(store, settings, req, pop, sampled, advance, extra={"locker": locker})
     attributes = _attributes(sampled)
     lap("evaluate")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -251,6 +261,8 @@ def run_audit(
             tmp,
             settings_text,
             timings,
+            policy=policy,
+            locker=locker,
         )
         lap("write")
         manifest_sha = _sign(signer, tmp, req)
@@ -276,6 +288,11 @@ def run_audit(
         deviations=[s.row.id for s in sampled if s.deviates],
         files=files,
         timings=timings,
+        policy={
+            "in_force": [v.to_dict() for v in policy.versions],
+            "findings": [f.code for f in policy.findings],
+        },
+        locker={k: locker[k] for k in ("intact", "entries", "objects", "checkpoints")},
     )
 
 
@@ -432,6 +449,8 @@ def _evaluate(
     pop: Population,
     sampled: list[Sampled],
     advance: Callable[[int], None] | None = None,
+    *,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Counter[str]]:
     """Run every registered control over the period; keep counts, and the sample's results."""
     from changeproof.evaluate import Period, iter_results
@@ -457,6 +476,7 @@ def _evaluate(
             period=Period(req.start, req.end),
             repo=repo,
             on_change=(lambda: advance(1)) if advance is not None else None,
+            extra=extra,
         ):
             key = (r.control, r.subject)
             if key in seen and r.control in pop_level:
@@ -543,6 +563,9 @@ def _write(
     root: Path,
     settings_text: bytes | None,
     timings: dict[str, float] | None = None,
+    *,
+    policy: policy_evidence.PolicyEvidence,
+    locker: dict[str, Any],
 ) -> dict[str, Any]:
     from changeproof import controls
     from changeproof.audit import oscal, render
@@ -732,12 +755,24 @@ def _write(
         ),
     )
     _put(root, "settings/effective-settings.json", _json(msgspec.to_builtins(settings)))
+    # the approved policy text of every version in force in the period, and every finding
+    for v in policy.versions:
+        if v.path is not None and v.text is not None:
+            _put(root, v.path, v.text)
+    _put(
+        root,
+        "reconciliation/policy-findings.csv",
+        _csv(
+            ["code", "finding", "what_to_do"],
+            [[f.code, f.message, f.hint] for f in policy.findings],
+        ),
+    )
     if settings_text is not None:
         _put(root, "settings/changeproof.toml", settings_text)
     # per-change evidence: normalised records (the change, related records, the deployments
     # that shipped it, and every record a control result says it read), raw payloads, and the
     # locker segment the raw payloads came from
-    wanted: set[str] = set()
+    wanted: set[str] = {v.record_sha256 for v in policy.versions if v.record_sha256}
     for s in sampled:
         wanted.add(s.row.record_sha256)
         wanted.update(rel.digest for rel in s.related)
@@ -809,6 +844,13 @@ def _write(
             **pop.counts,
         },
         "sample": plans,
+        "policy": policy.to_dict(),
+        "locker_verification": {
+            **locker,
+            "about": "The whole workspace evidence locker, verified when this package was made "
+            "with the key that signs it: every chain entry re-derived, every object re-hashed, "
+            "every checkpoint signature checked (CM-POP-2).",
+        },
         "public_key_fingerprint": _fingerprint(signer.public_pem),
     }
     _put(root, "audit.json", _json(audit))

@@ -217,6 +217,8 @@ def context(
         "iso": iso,
         "who": who,
         "settings": settings,
+        "policy": audit["policy"],
+        "locker": audit["locker_verification"],
     }
 
 
@@ -227,7 +229,7 @@ INDEX = """<!doctype html>
 <title>Change-management audit package — {{ org }}</title><style>{{ css }}</style></head>
 <body>
 <h1>Change-management audit package — {{ org }}</h1>
-<nav><a href="#summary">Summary</a><a href="#method">Method</a><a href="#reconciliation">Reconciliation</a><a href="#worksheet">Worksheet</a><a href="#controls">Controls</a><a href="VERIFY.md">How to verify</a></nav>
+<nav><a href="#summary">Summary</a><a href="#method">Method</a><a href="#policy">Policy in force</a><a href="#reconciliation">Reconciliation</a><a href="#worksheet">Worksheet</a><a href="#controls">Controls</a><a href="VERIFY.md">How to verify</a></nav>
 <h2 id="summary">Summary</h2>
 <dl>
 <dt>Period</dt><dd>{{ period }}</dd>
@@ -237,6 +239,8 @@ INDEX = """<!doctype html>
 <dt>Sample</dt><dd>{{ sampled|length }} change(s) tested; {{ deviations|length }} with a deviation (fail or indeterminate)</dd>
 <dt>Generated</dt><dd>{{ audit.generated_at }} by {{ audit.operator }} with changeproof {{ audit.tool_version }}</dd>
 <dt>Settings version</dt><dd><code>{{ audit.settings_version }}</code> (<a href="settings/effective-settings.json">settings in force</a>)</dd>
+<dt>Policy in force</dt><dd>{% for v in policy.in_force_during_period %}version {{ v.version }}, approved by {{ v.approver }} on {{ v.approved_at }}{% if not loop.last %}; {% endif %}{% else %}<strong>no approved policy version</strong>{% endfor %} — {% if policy.findings %}<a href="#policy-findings"><strong>{{ policy.findings|length }} policy finding(s)</strong></a>{% else %}no policy finding{% endif %} (<a href="#policy">details</a>)</dd>
+<dt>Evidence locker</dt><dd>{{ ("pass" if locker.intact else "fail")|o }} {{ "intact" if locker.intact else "does NOT verify" }}: {{ locker.entries }} chain entries, {{ locker.objects }} objects, {{ locker.checkpoints }} signed checkpoint(s){% if not locker.intact %}, {{ locker.problems|length }} problem(s){% endif %} (<a href="#locker">details</a>)</dd>
 <dt>Signing key</dt><dd><code>{{ audit.public_key_fingerprint }}</code> (<a href="public-key.pem">public-key.pem</a>)</dd>
 </dl>
 <p class="box">{% if not sampled %}No change was sampled.{% elif deviations %}<strong>{{ deviations|length }} of {{ sampled|length }} sampled change(s) show a deviation.</strong> Under zero-deviation attribute sampling any deviation means the planned reliance is not supported without further work (extend testing, or evaluate the deviations).{% else %}No deviation in the {{ sampled|length }} sampled change(s): the sample supports the planned reliance at the stated risk and tolerable deviation rate.{% endif %}</p>
@@ -264,6 +268,14 @@ INDEX = """<!doctype html>
 </dl>
 {% endfor %}
 <p>Each change is ranked by the SHA-256 of the seed immediately followed by the change id (UTF-8), and the lowest-ranked changes are taken: the sample does not depend on the order of the population and can be re-performed with <code>sha256sum</code> (see <a href="VERIFY.md">VERIFY.md</a>). Emergency changes form their own population and are sampled on their own. Selected ids: <a href="sample/sample.csv">sample.csv</a>.</p>
+
+<h2 id="policy">Policy in force</h2>
+<p>The approved versions of the Change Management Policy that were in force at some moment of the period (recorded with <code>changeproof policy approve</code>). Each text file is the exact Markdown that was approved, read back from the evidence locker; its SHA-256 is the rendered digest the approval records.</p>
+<table><tr><th>version</th><th>approved by</th><th>approved at</th><th>effective date</th><th>in force in the period</th><th>rendered SHA-256</th><th>settings version</th><th>approved text</th><th>approval record</th></tr>
+{% for v in policy.in_force_during_period %}<tr><td>{{ v.version }}</td><td>{{ v.approver }}</td><td class="mono">{{ v.approved_at }}</td><td class="mono">{{ v.effective_date or "on approval" }}</td><td class="mono">{{ v.in_force_from }} → {{ v.in_force_until }}</td><td class="mono">{{ v.document_sha256 }}</td><td class="mono">{{ v.settings_version[:12] }}…</td><td>{% if v.text_file %}<a href="{{ v.text_file }}">{{ v.text_file }}</a>{% else %}<strong>not available</strong> (see the findings){% endif %}</td><td>{% if v.record_sha256 and v.record_sha256 in exported %}<a class="mono" href="evidence/records/{{ v.record_sha256 }}.json">{{ v.record_sha256[:16] }}…</a>{% endif %}</td></tr>
+{% else %}<tr><td colspan="9"><strong>No approved policy version was in force at any time in the period.</strong></td></tr>{% endfor %}
+</table>
+<p>The settings in use for this audit render policy version {{ policy.settings_in_use.policy_version }} with SHA-256 <code>{{ policy.settings_in_use.document_sha256 }}</code>; {% if policy.settings_in_use.approved %}that exact text has a recorded approval{% else %}<strong>no approval is recorded for that exact text</strong>{% endif %}. {{ policy.approvals_recorded }} approval(s) recorded in all. Findings: <a href="#policy-findings">below</a> and in <a href="reconciliation/policy-findings.csv">policy-findings.csv</a>.</p>
 
 <h2 id="reconciliation">Completeness reconciliation (CM-POP-1)</h2>
 <p>Branch history (every first-parent commit on the controlled branches, attributed to a change) against pull requests, production deployments and ticket references. Every unmatched item is listed in <a href="reconciliation/unmatched.csv">unmatched.csv</a>{% if groups %}; the first {{ list_limit }} of each kind are shown here{% endif %}.</p>
@@ -294,6 +306,14 @@ INDEX = """<!doctype html>
 {% for d, e in emergency_records %}<tr><td class="mono">{{ e.id }}</td><td class="mono">{{ e.subject }}</td><td>{{ e.incident }}</td><td>{{ e.approver.key }}</td><td class="mono">{{ iso(e.declared_at) }}</td><td>{{ e.reason }}</td></tr>
 {% else %}<tr><td colspan="6">No emergency records in the period.</td></tr>{% endfor %}
 </table>
+<h3 id="policy-findings">Policy approval findings — {{ policy.findings|length }}</h3>
+{% if policy.findings %}<table><tr><th>finding</th><th>what happened</th><th>what to do</th></tr>
+{% for f in policy.findings %}<tr><td class="mono">{{ f.code }}</td><td>{{ f.message }}</td><td>{{ f.hint }}</td></tr>{% endfor %}
+</table>{% else %}<p>None: an approved policy version was in force throughout the period, and the settings the checks used are the ones it approved.</p>{% endif %}
+<h3 id="locker">Evidence locker (CM-POP-2)</h3>
+<dl><dt>Verified</dt><dd>{{ ("pass" if locker.intact else "fail")|o }} {{ "the whole hash chain and every signed checkpoint verify" if locker.intact else "the locker does NOT verify" }} (when this package was made, with the key that signs it)</dd>
+<dt>Chain entries</dt><dd>{{ locker.entries }}</dd><dt>Objects</dt><dd>{{ locker.objects }}</dd><dt>Signed checkpoints</dt><dd>{{ locker.checkpoints }}</dd></dl>
+{% if locker.problems %}<table><tr><th>problem</th></tr>{% for p in locker.problems %}<tr><td>{{ p }}</td></tr>{% endfor %}</table>{% endif %}
 {% if pop.population_results %}<h3>Population-level control results</h3>
 <table><tr><th>control</th><th>subject</th><th>outcome</th><th>reasons</th></tr>
 {% for r in pop.population_results %}<tr><td>{{ r.control }}</td><td class="mono">{{ r.subject }}</td><td>{{ r.outcome.value|o }}</td><td>{{ r.reasons|join("; ") }}</td></tr>{% endfor %}
@@ -484,7 +504,13 @@ PRINT = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Aud
 <dt>Population</dt><dd>{{ pop.counts.changes }} change(s) ({{ pop.counts.standard }} standard, {{ pop.counts.emergency }} emergency); population.csv sha256 {{ audit.population.csv_sha256 }}</dd>
 <dt>Sample</dt><dd>{{ sampled|length }} tested, {{ deviations|length }} with a deviation</dd>
 <dt>Generated</dt><dd>{{ audit.generated_at }} by {{ audit.operator }}, changeproof {{ audit.tool_version }}</dd>
-<dt>Signing key</dt><dd>{{ audit.public_key_fingerprint }}</dd></dl>
+<dt>Signing key</dt><dd>{{ audit.public_key_fingerprint }}</dd>
+<dt>Evidence locker</dt><dd>{{ "intact" if locker.intact else "DOES NOT VERIFY" }}: {{ locker.entries }} entries, {{ locker.checkpoints }} signed checkpoint(s){% if not locker.intact %}, {{ locker.problems|length }} problem(s){% endif %}</dd></dl>
+<h2>Policy in force</h2>
+<table><tr><th>version</th><th>approved by</th><th>approved at</th><th>effective date</th><th>in force in the period</th><th>rendered SHA-256</th></tr>
+{% for v in policy.in_force_during_period %}<tr><td>{{ v.version }}</td><td>{{ v.approver }}</td><td>{{ v.approved_at }}</td><td>{{ v.effective_date or "on approval" }}</td><td>{{ v.in_force_from }} → {{ v.in_force_until }}</td><td>{{ v.document_sha256 }}</td></tr>
+{% else %}<tr><td colspan="6">No approved policy version was in force at any time in the period.</td></tr>{% endfor %}</table>
+{% if policy.findings %}<table><tr><th>policy finding</th><th>what happened</th></tr>{% for f in policy.findings %}<tr><td>{{ f.code }}</td><td>{{ f.message }}</td></tr>{% endfor %}</table>{% else %}<p>No policy finding.</p>{% endif %}
 <h2>Method</h2>
 <table><tr><th>population</th><th>N</th><th>n</th><th>sizing</th><th>risk</th><th>tolerable rate</th><th>selection</th><th>seed</th></tr>
 {% for name, p in plans.items() %}<tr><td>{{ name }}</td><td>{{ p.population }}</td><td>{{ p.size }}</td><td>{{ p.method }}</td><td>{{ p.risk_of_overreliance if p.risk_of_overreliance is not none else "" }}</td><td>{{ p.tolerable_deviation_rate if p.tolerable_deviation_rate is not none else "" }}</td><td>{{ p.selection }}</td><td>{{ p.seed or "" }}</td></tr>{% endfor %}</table>
@@ -575,7 +601,21 @@ The result must equal the {{ name }} rows of `sample/sample.csv` (rank, id), in 
 {% else %}
 {{ name|capitalize }} population: the sample is {{ p.selection }}: {{ p.size }} change(s), listed in `sample/sample.csv`. There is no selection to re-perform.
 {% endif %}{% endfor %}
-## 7. With changeproof (optional)
+## 7. The policy in force
+
+{% if policy.in_force_during_period %}`audit.json` (`policy.in_force_during_period`) names the approved Change Management Policy
+version(s) in force during the period, each with its approver, approval time and the SHA-256 of
+the approved text. The texts are in `policy/`; each must hash to the recorded digest:
+{% for v in policy.in_force_during_period %}
+- version {{ v.version }}, approved by {{ v.approver }} on {{ v.approved_at }}: {% if v.text_file %}`{{ v.text_file }}`, SHA-256 {{ v.document_sha256 }}{% else %}the approved text is NOT in the package (see the findings){% endif %}{% endfor %}
+
+    sha256sum policy/*.md
+{% else %}No approved policy version was in force at any time in the period.
+{% endif %}
+Policy findings ({{ policy.findings|length }}) are listed in `reconciliation/policy-findings.csv`
+and in `audit.json` (`policy.findings`).
+
+## 8. With changeproof (optional)
 
     changeproof verify .                              # or the .zip
     changeproof verify . --public-key org-key.pem     # pin the organisation's key
