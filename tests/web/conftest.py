@@ -113,3 +113,9 @@ def demo_server(demo_dir: Path, tmp_path: Path) -> Iterator[Server]:
     shutil.copytree(demo_dir, root)
     ws = Workspace.resolve(str(root / ".changeproof"), None, str(root / "changeproof.toml"))
     yield from start_server(ws)
+
+
+@pytest.fixture
+def backend_server(workspace: Workspace) -> Iterator[Server]:
+    """A server on this test's backend (SQLite, and PostgreSQL when configured)."""
+    yield from start_server(workspace, workers=False)

@@ -140,14 +140,14 @@ def test_every_corpus_payload_is_stored_before_the_2xx(empty_server: Server, pat
     assert row.detail
 
 
-def test_replayed_delivery_id_is_kept_once(empty_server: Server) -> None:
+def test_replayed_delivery_id_is_kept_once(backend_server: Server) -> None:
     body = (FIXTURES / "github" / "push" / "payload.json").read_bytes()
-    first = post_github(empty_server, "push", body, delivery="replay-1")
-    again = post_github(empty_server, "push", body, delivery="replay-1")
+    first = post_github(backend_server, "push", body, delivery="replay-1")
+    again = post_github(backend_server, "push", body, delivery="replay-1")
     assert first.status_code == 202
     assert again.status_code == 200 and again.json()["status"] == "duplicate"
-    assert len(deliveries(empty_server)) == 1
-    assert len(locker_envelopes(empty_server)) == 1
+    assert len(deliveries(backend_server)) == 1
+    assert len(locker_envelopes(backend_server)) == 1
 
 
 @pytest.mark.parametrize("signature", [None, "", "sha256=" + "0" * 64, "wrong-secret"])
@@ -218,18 +218,18 @@ def test_unknown_event_is_stored_and_acknowledged(empty_server: Server) -> None:
     assert len(locker_envelopes(empty_server)) == 1
 
 
-def test_deployment_events_map_to_the_sources_deployment_record(empty_server: Server) -> None:
+def test_deployment_events_map_to_the_sources_deployment_record(backend_server: Server) -> None:
     dep = (FIXTURES / "github" / "deployment" / "payload.json").read_bytes()
     status = (FIXTURES / "github" / "deployment_status" / "payload.json").read_bytes()
-    assert post_github(empty_server, "deployment", dep).status_code == 202
-    process_all(empty_server)
-    with empty_server.ws.open_store() as store:
+    assert post_github(backend_server, "deployment", dep).status_code == 202
+    process_all(backend_server)
+    with backend_server.ws.open_store() as store:
         hit = store.get(Deployment, "github:Codertocat/Hello-World:145988746")
     assert hit is not None
     assert hit[1].status == "queued"
-    assert post_github(empty_server, "deployment_status", status).status_code == 202
-    process_all(empty_server)
-    with empty_server.ws.open_store() as store:
+    assert post_github(backend_server, "deployment_status", status).status_code == 202
+    process_all(backend_server)
+    with backend_server.ws.open_store() as store:
         hit = store.get(Deployment, "github:Codertocat/Hello-World:145988746")
     assert hit is not None
     d = hit[1]
@@ -239,7 +239,7 @@ def test_deployment_events_map_to_the_sources_deployment_record(empty_server: Se
     assert d.finished_at == d.started_at
     assert d.actor is not None and d.actor.login == "Codertocat"
     # provenance names the raw delivery in the locker
-    envs = {hashlib.sha256(e).hexdigest() for e in locker_envelopes(empty_server)}
+    envs = {hashlib.sha256(e).hexdigest() for e in locker_envelopes(backend_server)}
     assert d.provenance.raw_sha256 in envs
 
 
@@ -272,19 +272,21 @@ def post_gitlab(server: Server, header: str, body: bytes, token: str = GITLAB_TO
     )
 
 
-def test_gitlab_deployment_maps_and_wrong_token_is_refused(empty_server: Server) -> None:
+def test_gitlab_deployment_maps_and_wrong_token_is_refused(backend_server: Server) -> None:
     body = (FIXTURES / "deployment-event.json").read_bytes()
-    assert post_gitlab(empty_server, "Deployment Hook", body, token="nope").status_code == 401
-    assert deliveries(empty_server) == []
-    r = post_gitlab(empty_server, "Deployment Hook", body, uuid_="gl-1")
+    assert post_gitlab(backend_server, "Deployment Hook", body, token="nope").status_code == 401
+    assert deliveries(backend_server) == []
+    r = post_gitlab(backend_server, "Deployment Hook", body, uuid_="gl-1")
     assert r.status_code == 202
-    assert post_gitlab(empty_server, "Deployment Hook", body, uuid_="gl-1").status_code == 200
+    assert post_gitlab(backend_server, "Deployment Hook", body, uuid_="gl-1").status_code == 200
     for name, header in (("merge-request-event.json", "Merge Request Hook"),
                          ("pipeline-event.json", "Pipeline Hook")):  # fmt: skip
-        assert post_gitlab(empty_server, header, (FIXTURES / name).read_bytes()).status_code == 202
-    process_all(empty_server)
-    assert [r.status for r in deliveries(empty_server)] == ["done", "done", "done"]
-    with empty_server.ws.open_store() as store:
+        assert (
+            post_gitlab(backend_server, header, (FIXTURES / name).read_bytes()).status_code == 202
+        )
+    process_all(backend_server)
+    assert [r.status for r in deliveries(backend_server)] == ["done", "done", "done"]
+    with backend_server.ws.open_store() as store:
         hit = store.get(Deployment, "gitlab:root/test-deployment-webhooks:15")
     assert hit is not None
     d = hit[1]
@@ -293,11 +295,11 @@ def test_gitlab_deployment_maps_and_wrong_token_is_refused(empty_server: Server)
     assert d.started_at.isoformat() == "2021-04-28T19:50:00+00:00"
 
 
-def test_locker_verifies_after_deliveries(empty_server: Server) -> None:
+def test_locker_verifies_after_deliveries(backend_server: Server) -> None:
     for path in GITHUB_FIXTURES[:8]:
-        assert post_github(empty_server, path.parent.name, path.read_bytes()).status_code == 202
-    process_all(empty_server)
-    with empty_server.ws.open_store() as store:
-        rep = verify_locker(store, empty_server.ws.public_key_pem())
+        assert post_github(backend_server, path.parent.name, path.read_bytes()).status_code == 202
+    process_all(backend_server)
+    with backend_server.ws.open_store() as store:
+        rep = verify_locker(store, backend_server.ws.public_key_pem())
     assert rep.ok, rep.problems
     assert rep.entries == 8

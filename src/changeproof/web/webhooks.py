@@ -368,6 +368,10 @@ class Processor:
             if conn.dialect.name == "postgresql":
                 # several servers share the queue: each claims rows the others have not
                 q = q.with_for_update(skip_locked=True)
+            else:
+                # SQLite: a (no-op) write first takes the database's write lock, so a second
+                # process claiming at the same moment waits and then sees these rows done
+                conn.execute(sa.update(d).where(d.c.id == -1).values(attempts=d.c.attempts))
             rows = conn.execute(q).all()
             if not rows:
                 return 0
