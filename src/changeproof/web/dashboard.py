@@ -34,6 +34,8 @@ OUTCOME_LABEL = {
 
 def sparkline(trend: list[dict[str, Any]], width: int = 220, height: int = 44) -> Markup:
     """Weekly pass rate as an inline SVG line with the last point marked."""
+    if len(trend) == 1:  # one period of data: a level, not a line
+        trend = [trend[0], {**trend[0]}]
     if not trend:
         return Markup(  # noqa: S704 - numbers only
             f'<svg class="spark" width="{width}" height="{height}" role="img" '

@@ -11,6 +11,7 @@ deliveries to evidence asynchronously (on PostgreSQL several servers can share t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -98,7 +99,18 @@ class Delivery:
     headers: tuple[tuple[str, str], ...]  # the kept headers, lower-case names, sorted
     body: bytes
 
+    @functools.cached_property
+    def _envelope(self) -> bytes:
+        return self._build_envelope()
+
     def envelope(self) -> bytes:
+        return self._envelope
+
+    @functools.cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self._envelope).hexdigest()
+
+    def _build_envelope(self) -> bytes:
         """The locker's bytes: kept headers, a blank line, the exact body as received.
 
         Deterministic (no receive time): the same delivery always hashes the same, so a
@@ -107,10 +119,6 @@ class Delivery:
         head = [f"source: {self.source}", f"delivery: {self.delivery_id}", f"event: {self.event}"]
         head += [f"{k}: {v}" for k, v in self.headers]
         return ENVELOPE_MAGIC + "\n".join(head).encode() + b"\n\n" + self.body
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.envelope()).hexdigest()
 
 
 def parse_envelope(data: bytes) -> tuple[dict[str, str], bytes]:
