@@ -81,7 +81,7 @@ HOME = """{% extends "base.html" %}{% block title %}Posture{% endblock %}{% bloc
 {{ p.counts|bar }}<div class="meta">{{ p.judged }} judged ·
 {% for k, v in p.counts|dictsort %}{{ k|label }} {{ v }}{{ ", " if not loop.last }}{% endfor %}</div>
 {{ p.trend|spark }}<div class="meta">{% if p.trend %}{{ "daily" if p.bucket == "day" else "weekly" }} pass rate, {{ p.trend[0].week }}{% if p.trend|length > 1 %} → {{ p.trend[-1].week }}{% endif %}{% else %}judged per repository or record, not per change{% endif %}
-{% if p.counts.get("fail") or p.counts.get("indeterminate") %} · <a href="/changes?outcome=fail">failing changes</a>{% endif %}</div>
+{% if p.trend and p.counts.get("fail") %} · <a href="/changes?outcome=fail">failing changes</a>{% endif %}</div>
 </div>{% endfor %}</div>
 {% else %}<p class="empty">No check has run yet: <code>changeproof check</code> fills this page.</p>{% endif %}
 <h2>Collection</h2><table><tr><th>Repository</th><th class="num">Changes</th><th>Last good collect</th><th>Complete</th><th>Awaiting re-collect</th></tr>
