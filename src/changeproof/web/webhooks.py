@@ -177,7 +177,7 @@ class Ingestor:
         lock: threading.Lock,
         *,
         max_batch: int = 500,
-        linger_s: float = 0.002,
+        linger_s: float = 0.005,
     ) -> None:
         self.store = store
         self.linger_s = linger_s
@@ -216,7 +216,7 @@ class Ingestor:
                 return
             batch = [first]
             stop = False
-            # linger up to 2 ms for more: under load a batch fills, one commit serves many
+            # linger up to 5 ms for more: under load a batch fills, one commit serves many
             until = time.monotonic() + self.linger_s
             while len(batch) < self.max_batch:
                 try:
