@@ -456,10 +456,15 @@ class GitSource:
             "log", "--first-parent", "--diff-merges=first-parent", "--name-status", "-M", "-z",
             f"--format={FORMAT}", *since_args, *rng, "--",
         ]  # fmt: skip
-        with _GitStream(self.path, fp_args) as stream:
-            # every commit in the range, parsed only if a merge brought it in (most never are)
-            universe = LazyCommits(_run_git(self.path, ["log", f"--format={FORMAT}", *rng, "--"]))
+        from concurrent.futures import ThreadPoolExecutor
+
+        all_args = ["log", f"--format={FORMAT}", *rng, "--"]
+        with _GitStream(self.path, fp_args) as stream, ThreadPoolExecutor(1) as bg:
+            # every commit in the range, parsed only if a merge brought it in (most never are);
+            # read by a thread (it waits on the pipe without the GIL) while we parse the walk
+            all_out = bg.submit(_run_git, self.path, all_args)
             fp = list(parse_stream(stream.chunks()))
+            universe = LazyCommits(all_out.result())
         fp.reverse()
         if since:
             fp = [c for c in fp if c.committed_at >= since]
