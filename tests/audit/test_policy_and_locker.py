@@ -99,7 +99,7 @@ def test_versions_in_force_with_their_approved_text(
     assert first["in_force_from"] == "2026-01-01T00:00:00Z"
     assert first["in_force_until"] == second["in_force_from"] == "2026-01-11T03:00:00Z"
     assert second["in_force_until"] == "2026-02-01T00:00:00Z"
-    assert second["approver"] == "sam@example.com" and second["effective_date"] is None
+    assert second["approver"] == "Sam Roe <sam@example.com>" and second["effective_date"] is None
     for v, a, s in ((first, a1, v1), (second, a2, v2)):
         text = (pkg / v["text_file"]).read_bytes()
         # the exact approved text: it hashes to the approval's digest and re-renders the same
@@ -114,7 +114,7 @@ def test_versions_in_force_with_their_approved_text(
     assert res.policy["findings"] == [] and len(res.policy["in_force"]) == 2  # type: ignore[arg-type]
     html = (pkg / "index.html").read_text()
     section = html[html.index('<h2 id="policy">') : html.index('<h2 id="reconciliation">')]
-    assert "Dana Lee" in section and "sam@example.com" in section
+    assert "Dana Lee" in section and "Sam Roe &lt;sam@example.com&gt;" in section
     assert a1.document_sha256 in section and f'href="{first["text_file"]}"' in section
     assert "2026-01-11T03:00:00Z" in section
     assert "no policy finding" in html

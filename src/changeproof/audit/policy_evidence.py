@@ -54,7 +54,7 @@ class VersionInForce:
         a = self.approval
         return {
             "version": a.policy_version,
-            "approver": who(a.approver),
+            "approver": approver(a),
             "approved_at": iso(a.approved_at),
             "effective_date": a.effective_date.isoformat() if a.effective_date else None,
             "effective_from": iso(self.effective_from),
@@ -89,6 +89,14 @@ class PolicyEvidence:
                 "approved": self.current_approved,
             },
         }
+
+
+def approver(a: PolicyApproval) -> str:
+    """The approver as they signed: "Name <email>" when both are known."""
+    p = a.approver
+    if p.name and p.email:
+        return f"{p.name} <{p.email}>"
+    return who(p) or str(p.name or "")
 
 
 def text_path(approval: PolicyApproval) -> str:
