@@ -347,9 +347,7 @@ class _DailyConfigControl(RecordControl):
                 day_outcome = worst([o for o, _ in judged])
                 # the day is as good as its worst version: only that version's reasons explain it
                 reasons = [r for o, rs in judged if o is day_outcome for r in rs]
-                days.append(
-                    (d, day_outcome, tuple(reasons), tuple(sorted({x for x, _ in found})))
-                )
+                days.append((d, day_outcome, tuple(reasons), tuple(sorted({x for x, _ in found}))))
                 d += timedelta(days=1)
             for a_day, b_day, o, why, ev in _windows(days):
                 subject = window_subject(pair[0], pair[1], a_day, b_day)
