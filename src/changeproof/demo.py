@@ -283,6 +283,14 @@ def run_demo(
             "--notes", "root cause: expired payout credentials; fix appropriate",
             "--at", (declared + timedelta(hours=hours)).isoformat(),
         ])  # fmt: skip
+    approved = (T0 - timedelta(days=3)).isoformat()
+    echo(
+        f'\n$ changeproof policy approve --version 2.1 --by "Hana Head of Security" --at {approved}'
+    )
+    run([
+        *base, "policy", "approve", "--version", "2.1",
+        "--by", "Hana Head <hana@acme.example>", "--note", "Change Advisory Board", "--at", approved,
+    ])  # fmt: skip
     scan = out / "pip-audit-payments-api.json"
     scan.write_text(json.dumps(_pip_audit_report(), indent=2), encoding="utf-8")
     scanned = (T0 + timedelta(hours=20)).isoformat()

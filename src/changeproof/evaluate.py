@@ -33,8 +33,10 @@ from changeproof import __version__
 from changeproof.controls import RECORD_CONTROLS, Context
 from changeproof.controls.base import RecordControl
 from changeproof.controls.config import Span, Suspect, weak_windows
+from changeproof.controls.deployment import PARTICIPANTS_KEY, REVIEW_TESTING_KEY, SHIPPED_KEY
 from changeproof.controls.evaluation import evaluate_change
 from changeproof.controls.exceptions import apply_exceptions
+from changeproof.controls.facts import participants
 from changeproof.controls.iac import APPROVALS_KEY as IAC_APPROVALS
 from changeproof.controls.standard import INDEX_KEY, PromotionIndex, is_promotion_source
 from changeproof.evidence import (
@@ -255,6 +257,11 @@ def iter_results(
         ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: pop.promotions})
     keep_worst = bool(RECORD_CONTROLS)
     iac_approvals: dict[str, Mapping[str, str]] = {}
+    # for deployments made without the gate: each change's review/testing verdict, and (only
+    # under the release-manager model) its participants
+    review_testing: dict[str, Outcome] = {}
+    need_participants = settings.deployment.model == "release_manager"
+    change_participants: dict[str, frozenset[str]] = {}
     for digest, change in iter_changes(store, repo=repo, start=p.start, end=p.end):
         if not settings.is_controlled(change.repo, change.branch):
             if pop.promotions is not None and is_promotion_source(settings, change.branch):
@@ -263,6 +270,9 @@ def iter_results(
         results = evaluate_change(change, digest, ctx)
         if keep_worst:
             pop.worst[change.id] = _worst(results)
+            review_testing[change.id] = _review_testing(results)
+            if need_participants:
+                change_participants[change.id] = participants(change, settings)[0]
             for r in results:  # CM-IAC-1 publishes approval times for CM-IAC-2
                 if r.control == "CM-IAC-1" and r.details:
                     iac_approvals[change.id] = r.details
@@ -272,10 +282,30 @@ def iter_results(
             on_change()
     if not RECORD_CONTROLS:
         return
+    shipped = shipped_changes(store, settings, repo=repo)
+    for ids in shipped.values():
+        for cid in ids:
+            if cid in review_testing:
+                continue
+            # shipped in the period but merged before it: judge it too (never assume)
+            found = store.get(Change, cid)
+            if found is None:
+                continue
+            res = evaluate_change(found[1], found[0], ctx)
+            review_testing[cid] = _review_testing(res)
+            if need_participants:
+                change_participants[cid] = participants(found[1], settings)[0]
     ctx = dataclasses.replace(
         ctx,
         change_outcomes=pop.worst,
-        extra={**ctx.extra, **pop.gathered(store, p, repo), IAC_APPROVALS: iac_approvals},
+        extra={
+            **ctx.extra,
+            **pop.gathered(store, p, repo),
+            IAC_APPROVALS: iac_approvals,
+            SHIPPED_KEY: shipped,
+            REVIEW_TESTING_KEY: review_testing,
+            PARTICIPANTS_KEY: change_participants,
+        },
     )
     for control in RECORD_CONTROLS:
         for subject, dig in control.subjects(ctx):
@@ -289,6 +319,52 @@ def iter_results(
             if p.end is not None and occurred >= p.end:
                 continue
             yield apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx)
+
+
+def _review_testing(results: list[Result]) -> Outcome:
+    """The worst review/testing outcome of one change (what CM-DEP-1 asks about)."""
+    from changeproof.outcomes import worst
+
+    return worst([r.outcome for r in results if r.control.startswith(("CM-REV-", "CM-TST-"))])
+
+
+def shipped_changes(
+    store: Store, settings: Settings, *, repo: str | None = None
+) -> dict[str, tuple[str, ...]]:
+    """Per successful production deployment, the changes it shipped, from the commit index:
+    every change landed on the deployed commit's branch after the commit the previous
+    successful production deployment of that repository ran, up to this commit.
+
+    A deployment whose commit is not on a collected controlled branch gets no entry (CM-DEP-1
+    then says it cannot trace it)."""
+    prod = set(settings.environments.production)
+    by_repo: dict[str, list[Deployment]] = {}
+    for _, d in store.iter_records(Deployment, repo=repo):
+        if d.environment in prod and d.status == "success":
+            by_repo.setdefault(d.repo, []).append(d)
+    ci = schema.commit_index
+    out: dict[str, tuple[str, ...]] = {}
+    with store.connect() as conn:
+        for r, deps in by_repo.items():
+            deps.sort(key=lambda d: d.started_at)
+            last_seq: dict[str, int] = {}
+            for d in deps:
+                row = conn.execute(
+                    sa.select(ci.c.branch, ci.c.seq).where(ci.c.repo == r, ci.c.sha == d.commit_sha)
+                ).first()
+                if row is None:
+                    continue
+                branch, seq = str(row[0]), int(row[1])
+                prev = last_seq.get(branch)
+                q = sa.select(ci.c.change_key).where(
+                    ci.c.repo == r, ci.c.branch == branch, ci.c.seq <= seq
+                )
+                if prev is not None:
+                    q = q.where(ci.c.seq > prev)
+                keys = sorted({str(k) for (k,) in conn.execute(q)})
+                out[d.id] = tuple(keys)
+                last_seq[branch] = max(seq, prev or seq)
+    return out
 
 
 def iter_changes(

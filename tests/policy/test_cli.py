@@ -93,3 +93,25 @@ def test_help_has_examples(proj: Path) -> None:
     r = run(proj, "policy", "--help")
     assert r.returncode == 0
     assert "Examples:" in r.stdout and "approve" in r.stdout and "status" in r.stdout
+
+
+def test_approve_at_an_earlier_time_keeps_both_times(tmp_path: Path) -> None:
+    """An approval given at a meeting and recorded later says both when, and refuses the future."""
+    import json as _json
+    import os as _os
+    import subprocess as _sp
+    import sys as _sys
+
+    env = {k: v for k, v in _os.environ.items() if not k.startswith("CHANGEPROOF_")}
+    base = [_sys.executable, "-m", "changeproof", "--home", str(tmp_path / "ws"),
+            "--config", str(tmp_path / "none.toml")]  # fmt: skip
+    r = _sp.run([*base, "policy", "approve", "--version", "1.0", "--by", "Dana Lee",
+                 "--at", "2026-03-04T10:00:00Z", "--format", "json"],
+                capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rec = _json.loads(r.stdout)
+    assert rec["approved_at"].startswith("2026-03-04T10:00:00")
+    assert not rec["provenance"]["collected_at"].startswith("2026-03-04")
+    r = _sp.run([*base, "policy", "approve", "--version", "1.0", "--by", "Dana Lee",
+                 "--at", "2999-01-01"], capture_output=True, text=True, env=env, check=False)  # fmt: skip
+    assert r.returncode == 2 and "in the future" in r.stderr

@@ -115,10 +115,19 @@ def _write_atomic(out: Path, data: bytes) -> None:
 )
 @click.option("--note", default="", metavar="TEXT", help="A note kept with the approval.")
 @click.option(
+    "--at",
+    "at",
+    metavar="TIME",
+    help="When the approval was given, if earlier than now (e.g. a CAB meeting); the record "
+    "also keeps when it was recorded.",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @click.pass_context
-def approve_cmd(ctx: click.Context, version: str, by: str, note: str, fmt: str) -> None:
+def approve_cmd(
+    ctx: click.Context, version: str, by: str, note: str, at: str | None, fmt: str
+) -> None:
     """Record that NAME approved the policy as rendered now from the settings.
 
     Stores the canonical Markdown in the evidence locker and a PolicyApproval record (the
@@ -129,6 +138,7 @@ def approve_cmd(ctx: click.Context, version: str, by: str, note: str, fmt: str) 
     Examples:
       changeproof policy approve --version 1.0 --by "Dana Lee"
       changeproof policy approve --version 1.1 --by "Dana Lee <dana@example.com>" --note "CAB 2026-03"
+      changeproof policy approve --version 1.1 --by "Dana Lee" --at 2026-03-04T10:00:00Z
     """
     import msgspec
 
@@ -138,8 +148,17 @@ def approve_cmd(ctx: click.Context, version: str, by: str, note: str, fmt: str) 
     settings = ws.settings()
     store = ws.open_store()
     try:
+        from changeproof.cli.timeparse import parse_instant
+
         record = approve(
-            store, ws.signer(), settings, version=version, by=by, note=note, now=datetime.now(UTC)
+            store,
+            ws.signer(),
+            settings,
+            version=version,
+            by=by,
+            note=note,
+            now=datetime.now(UTC),
+            approved_at=parse_instant(at, what="--at time") if at else None,
         )
     finally:
         store.close()

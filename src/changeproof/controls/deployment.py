@@ -8,7 +8,7 @@ recorded production deployment, so a deployment that skipped the gate is still j
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import ClassVar
 
@@ -293,6 +293,30 @@ def authorisation_rule(
     )
 
 
+# Supplied by the evaluator for deployments made without the gate (traced through the commit
+# index): deployment id → shipped change ids; change id → worst review/testing outcome; change
+# id → participant identity keys (release-manager model only).
+SHIPPED_KEY = "shipped_changes"
+REVIEW_TESTING_KEY = "review_testing_outcomes"
+PARTICIPANTS_KEY = "change_participants"
+
+
+def traced_shipment(d: Deployment, ctx: Context) -> tuple[str, ...] | None:
+    shipped: Mapping[str, tuple[str, ...]] = ctx.extra.get(SHIPPED_KEY, {})
+    return shipped.get(d.id)
+
+
+def traced_participants(d: Deployment, ctx: Context) -> frozenset[str] | None:
+    ids = traced_shipment(d, ctx)
+    known: Mapping[str, frozenset[str]] = ctx.extra.get(PARTICIPANTS_KEY, {})
+    if ids is None or any(i not in known for i in ids):
+        return None
+    out: set[str] = set()
+    for i in ids:
+        out |= known[i]
+    return frozenset(out)
+
+
 def gate_decision_for(d: Deployment, ctx: Context) -> tuple[str, GateDecision] | None:
     """The latest gate decision for this deployment, made before it finished."""
     end = d.finished_at or d.started_at
@@ -363,14 +387,7 @@ class ShipsPassingChanges(_DeploymentControl):
     def judge(self, d: Deployment, ctx: Context) -> tuple[Outcome, list[str], list[str]]:
         found = gate_decision_for(d, ctx)
         if found is None:
-            return (
-                Outcome.INDETERMINATE,
-                [
-                    f"no gate decision traces which changes the deployment of {d.commit_sha[:12]} "
-                    "shipped: run `changeproof gate` in the pipeline before deploying"
-                ],
-                [],
-            )
+            return self._traced(d, ctx)
         gdig, g = found
         read = [gdig]
         if g.decision != "allow":
@@ -437,6 +454,63 @@ class ShipsPassingChanges(_DeploymentControl):
             read,
         )
 
+    def _traced(self, d: Deployment, ctx: Context) -> tuple[Outcome, list[str], list[str]]:
+        """No gate decision: judge the changes the commit index says this deployment shipped."""
+        ids = traced_shipment(d, ctx)
+        if ids is None:
+            return (
+                Outcome.INDETERMINATE,
+                [
+                    f"no gate decision traces which changes the deployment of {d.commit_sha[:12]} "
+                    "shipped, and the commit is not on a collected controlled branch: run "
+                    "`changeproof gate` in the pipeline, or collect the branch it was built from"
+                ],
+                [],
+            )
+        if not ids:
+            return (
+                Outcome.PASS,
+                [f"{d.commit_sha[:12]} ships no change beyond the previous production deployment"],
+                [],
+            )
+        verdicts: Mapping[str, Outcome] = ctx.extra.get(REVIEW_TESTING_KEY, {})
+        bad = [i for i in ids if verdicts.get(i) in (Outcome.FAIL, Outcome.INDETERMINATE)]
+        unknown = [i for i in ids if i not in verdicts]
+        excepted = [i for i in ids if verdicts.get(i) is Outcome.EXCEPTION]
+        how = "traced through the commit index (no gate decision)"
+        if bad:
+            return (
+                Outcome.FAIL,
+                [
+                    f"shipped {len(bad)} of {len(ids)} change(s) not passing review/testing: "
+                    + ", ".join(bad[:5])
+                    + (" …" if len(bad) > 5 else ""),
+                    how,
+                ],
+                [],
+            )
+        if unknown:
+            return (
+                Outcome.INDETERMINATE,
+                [f"the review/testing verdict of {', '.join(unknown[:5])} is unknown", how],
+                [],
+            )
+        if excepted:
+            return (
+                Outcome.EXCEPTION,
+                [
+                    f"{len(excepted)} of {len(ids)} change(s) shipped under a completed "
+                    f"emergency procedure or exception: {', '.join(excepted[:5])}",
+                    how,
+                ],
+                [],
+            )
+        return (
+            Outcome.PASS,
+            [f"all {len(ids)} change(s) shipped pass review and testing", how],
+            [],
+        )
+
 
 class StagingFirst(_DeploymentControl):
     id = "CM-DEP-2"
@@ -461,7 +535,7 @@ class Authorised(_DeploymentControl):
 
     def judge(self, d: Deployment, ctx: Context) -> tuple[Outcome, list[str], list[str]]:
         found = gate_decision_for(d, ctx)
-        participants = frozenset(found[1].participants) if found else None
+        participants = frozenset(found[1].participants) if found else traced_participants(d, ctx)
         triggered = found[1].triggered_by if found else None
         # A GitHub deployment is created (and timestamped) before it waits for its
         # environment's reviewers, and cannot run until they approve: an approval up to its

@@ -52,6 +52,7 @@ def approve(
     now: datetime,
     note: str = "",
     controls: Iterable[Control] | None = None,
+    approved_at: datetime | None = None,
 ) -> PolicyApproval:
     """Record that ``by`` approved the policy rendered from ``settings`` as ``version``.
 
@@ -81,7 +82,15 @@ def approve(
                 hint="raise policy_version under [organisation] in changeproof.toml, "
                 "then approve that version",
             )
-    at = now.astimezone(UTC)
+    recorded = now.astimezone(UTC)
+    # an approval given earlier (a CAB meeting, a signed PDF) may be recorded later: the record
+    # says when it was given, its provenance when changeproof recorded it — both are visible
+    at = approved_at.astimezone(UTC) if approved_at is not None else recorded
+    if at > recorded:
+        raise UsageError(
+            f"the approval time {at.isoformat()} is in the future",
+            expected="the time the approval was given, at or before now",
+        )
     with store.writer(Locker(signer)) as w:
         raw = w.put_raw(
             md.encode("utf-8"), kind="policy", source=SOURCE, media_type="text/markdown"
@@ -95,7 +104,9 @@ def approve(
             approved_at=at,
             effective_date=settings.organisation.effective_date,
             note=note,
-            provenance=Provenance(source=SOURCE, occurred_at=at, collected_at=at, raw_sha256=raw),
+            provenance=Provenance(
+                source=SOURCE, occurred_at=at, collected_at=recorded, raw_sha256=raw
+            ),
         )
         w.put(record)
     return record
