@@ -516,6 +516,32 @@ class StagingFirst(_DeploymentControl):
     id = "CM-DEP-2"
     reads: ClassVar[tuple[str, ...]] = ("deployment",)
 
+    def __init__(self) -> None:
+        # (the deployment table, its index by commit and artifact): the rule only needs the
+        # deployments of the same commit or artifact; scanning all of them for every production
+        # deployment grew with the square of their number. Keyed by the table object itself
+        # (not its id, which can be reused) and read once per call, so it is thread-safe.
+        self._index: tuple[object, dict[str, list[tuple[str, Record]]]] | None = None
+
+    def _candidates(self, d: Deployment, ctx: Context) -> list[tuple[str, Record]]:
+        table = ctx.table("deployment")
+        cached = self._index
+        if cached is None or cached[0] is not table:
+            built: dict[str, list[tuple[str, Record]]] = {}
+            for dig, rec in table:
+                if isinstance(rec, Deployment):
+                    built.setdefault(f"{rec.repo}@{rec.commit_sha}", []).append((dig, rec))
+                    if rec.artifact:
+                        built.setdefault(f"{rec.repo}#{rec.artifact}", []).append((dig, rec))
+            cached = (table, built)
+            self._index = cached
+        index = cached[1]
+        found = list(index.get(f"{d.repo}@{d.commit_sha}", ()))
+        if d.artifact:
+            seen = {dig for dig, _ in found}
+            found += [x for x in index.get(f"{d.repo}#{d.artifact}", ()) if x[0] not in seen]
+        return found
+
     def judge(self, d: Deployment, ctx: Context) -> tuple[Outcome, list[str], list[str]]:
         soak = soak_minutes(d.repo, ctx.settings)
         return staging_rule(
@@ -523,7 +549,7 @@ class StagingFirst(_DeploymentControl):
             d.commit_sha,
             d.artifact,
             d.started_at,
-            ctx.table("deployment"),
+            self._candidates(d, ctx),
             ctx.settings,
             soak,
         )
