@@ -65,8 +65,10 @@ def utc(value: datetime) -> datetime:
 
 def _require_aware(name: str, value: datetime | None) -> None:
     # decoded timestamps carry UTC itself: skip utcoffset() (it runs for every record decoded)
-    if value is not None and value.tzinfo is not UTC and (
-        value.tzinfo is None or value.utcoffset() is None
+    if (
+        value is not None
+        and value.tzinfo is not UTC
+        and (value.tzinfo is None or value.utcoffset() is None)
     ):
         raise ValueError(f"{name} must carry a time zone, got {value.isoformat()}")
 
@@ -558,7 +560,9 @@ FixState = Literal["fixed", "not_fixed", "wont_fix", "unknown"]
 FindingStatus = Literal["open", "fixed", "dismissed", "suppressed", "ignored"]
 
 
-class SeverityInput(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class SeverityInput(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """One severity statement a scanner made: a vector, a number and/or a label, and whose."""
 
     source: str  # nvd, ghsa, redhat, scanner, security-severity, …
@@ -599,7 +603,9 @@ class Scan(Record, frozen=True, kw_only=True):
             raise ValueError("scan.repo must not be empty")
 
 
-class FindingObservation(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class FindingObservation(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, omit_defaults=True
+):
     """One finding as one scan reported it. Lifecycles are derived from these, never stored.
 
     Stored in :class:`ScanFindings` batches (one row per up to 1,000 findings, so ingesting
@@ -639,9 +645,12 @@ class FindingObservation(msgspec.Struct, frozen=True, kw_only=True, forbid_unkno
     known_exploited: bool = False
 
     def __post_init__(self) -> None:
+        # one call per finding, millions per ingest: check the optional times only when set
         _require_aware("scanned_at", self.scanned_at)
-        _require_aware("status_at", self.status_at)
-        _require_aware("alert_created_at", self.alert_created_at)
+        if self.status_at is not None:
+            _require_aware("status_at", self.status_at)
+        if self.alert_created_at is not None:
+            _require_aware("alert_created_at", self.alert_created_at)
         if not self.advisory_id:
             raise ValueError("a finding needs an advisory or rule id")
 

@@ -8,6 +8,9 @@ from changeproof.cli import LazyGroup
 
 # kind → (module, attribute); each kind lives in its own module.
 INGEST_COMMANDS: dict[str, tuple[str, str]] = {
+    "terraform-plan": ("changeproof.cli.ingest_iac", "terraform_plan"),
+    "drift": ("changeproof.cli.ingest_iac", "drift"),
+    "pulumi-preview": ("changeproof.cli.ingest_iac", "pulumi_preview"),
     "pip-audit": ("changeproof.cli.ingest_scan", "pip_audit"),
     "npm-audit": ("changeproof.cli.ingest_scan", "npm_audit"),
     "trivy": ("changeproof.cli.ingest_scan", "trivy"),
@@ -17,9 +20,6 @@ INGEST_COMMANDS: dict[str, tuple[str, str]] = {
     "sarif": ("changeproof.cli.ingest_scan", "sarif"),
     "semgrep": ("changeproof.cli.ingest_scan", "semgrep"),
     "dependabot": ("changeproof.cli.ingest_scan", "dependabot"),
-    "terraform-plan": ("changeproof.cli.ingest_iac", "terraform_plan"),
-    "drift": ("changeproof.cli.ingest_iac", "drift"),
-    "pulumi-preview": ("changeproof.cli.ingest_iac", "pulumi_preview"),
 }
 
 
