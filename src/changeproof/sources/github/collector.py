@@ -739,16 +739,12 @@ class GitHubSource:
         days = (
             int(retention["days"]) if isinstance(retention, dict) and "days" in retention else None
         )
-        suites: list[dict[str, Any]] = []
-        suites_body = b""
         try:
-            for resp, items in self.client.paginate(
+            suites, suites_body = self._all_pages(
                 f"/repos/{repo}/rulesets/rule-suites",
-                params={"rule_suite_result": "bypass"},
-                kind="rest:rule-suites",
-            ):
-                suites.extend(items)
-                suites_body += resp.content + b"\n"
+                {"rule_suite_result": "bypass"},
+                "rest:rule-suites",
+            )
         except SourceError:
             suites, suites_body = [], b""
             res.notes.append(f"{repo}: rule-suite bypasses not readable (needs repository admin)")
@@ -793,6 +789,17 @@ class GitHubSource:
             for path, state in etags.items():
                 w.set_cursor(SRC, f"etag:{path}", state)
 
+    def _all_pages(
+        self, path: str, params: dict[str, Any], kind: str
+    ) -> tuple[list[dict[str, Any]], bytes]:
+        """Every item of a paginated REST list, and the page bodies as the locker keeps them."""
+        items: list[dict[str, Any]] = []
+        body = b""
+        for resp, page in self.client.paginate(path, params=params, kind=kind):
+            items.extend(page)
+            body += resp.content + b"\n"
+        return items, body
+
     def collect_org(self, store: Store, signer: Any, org: str, repos: list[str]) -> list[str]:
         """Organisation-wide evidence: audit-log policy overrides, team membership."""
         notes: list[str] = []
@@ -803,13 +810,11 @@ class GitHubSource:
         events: list[dict[str, Any]] = []
         body = b""
         try:
-            for resp, items in self.client.paginate(
+            events, body = self._all_pages(
                 f"/orgs/{org}/audit-log",
-                params={"phrase": "action:protected_branch.policy_override"},
-                kind="rest:audit-log",
-            ):
-                events.extend(items)
-                body += resp.content + b"\n"
+                {"phrase": "action:protected_branch.policy_override"},
+                "rest:audit-log",
+            )
         except SourceError:
             notes.append(
                 f"the audit log of {org} is not readable, so protected_branch.policy_override "
