@@ -325,7 +325,7 @@ def _count_changes(db: Path) -> int:
         store.close()
 
 
-def check_only(url: str, without: tuple[str, ...] = ()) -> None:
+def check_only(url: str, without: tuple[str, ...] = (), jobs: int = 1) -> None:
     import changeproof.evaluate as ev
     from changeproof.evaluate import Period, run_check
 
@@ -336,10 +336,17 @@ def check_only(url: str, without: tuple[str, ...] = ()) -> None:
     store = Store.open(url)
     changes = store.count("change")
     t0, c0 = time.perf_counter(), time.process_time()
-    run = run_check(store, settings(), AS_OF, period=Period(None, None))
-    elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
+    run = run_check(store, settings(), AS_OF, period=Period(None, None), jobs=jobs)
+    elapsed = time.perf_counter() - t0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # the worker processes, joined
+    cpu = time.process_time() - c0 + kids.ru_utime + kids.ru_stime
     store.close()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # conservative: the main process's peak plus every worker at the largest worker's peak
+    # (forked workers share much of their memory with the main process; this counts it twice)
+    rss = (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        + (kids.ru_maxrss * jobs if jobs > 1 else 0)
+    ) / 1024
     results = sum(sum(v.values()) for v in run.summary.counts.values())
     print(
         json.dumps(
@@ -376,11 +383,23 @@ def main() -> None:
         metavar="IDS",
         help="comma-separated record controls to leave out (reported in the output)",
     )
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="processes judging changes (default: one per CPU, as `check` does)",
+    )
     ap.add_argument("--check-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.check_only:
-        check_only(f"sqlite:///{args.db}", tuple(x for x in args.without.split(",") if x))
+        check_only(
+            f"sqlite:///{args.db}", tuple(x for x in args.without.split(",") if x), args.jobs
+        )
         return
+    if args.jobs <= 0:
+        from changeproof.evaluate import default_jobs
+
+        args.jobs = default_jobs()
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(args.db) if args.db else Path(tmp) / "bench.db"
         if db.exists() and _count_changes(db):
@@ -393,7 +412,17 @@ def main() -> None:
                 "locker)"
             )
         out = subprocess.run(
-            [sys.executable, __file__, "--check-only", "--db", str(db), "--without", args.without],
+            [
+                sys.executable,
+                __file__,
+                "--check-only",
+                "--db",
+                str(db),
+                "--without",
+                args.without,
+                "--jobs",
+                str(args.jobs),
+            ],
             check=True,
             capture_output=True,
             text=True,
@@ -417,6 +446,7 @@ def main() -> None:
         f"{data['seconds']:.1f} s = {rate:,.0f} changes/s (target >= 20,000)"
     )
     print(f"peak RSS of the check process: {data['rss_mb']:,.0f} MB (target <= 1,024)")
+    print(f"processes judging changes: {args.jobs}")
     if args.without:
         print(f"left out of this run: {args.without}")
     cpu_rate = data["changes"] / data["cpu_seconds"]
@@ -430,6 +460,7 @@ def main() -> None:
                 "peak_rss_mb": round(data["rss_mb"]),
                 "cpu_changes_per_s": round(cpu_rate),
                 "results": data["results"],
+                "jobs": args.jobs,
             }
         )
     )

@@ -18,13 +18,15 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import multiprocessing
+import os
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -39,6 +41,7 @@ from changeproof.controls.exceptions import apply_exceptions
 from changeproof.controls.facts import participants
 from changeproof.controls.iac import APPROVALS_KEY as IAC_APPROVALS
 from changeproof.controls.standard import INDEX_KEY, PromotionIndex, is_promotion_source
+from changeproof.controls.vuln import LINKAGE_KEY, REPOS_KEY, fix_signatures, may_fix
 from changeproof.evidence import (
     Change,
     Deployment,
@@ -50,22 +53,28 @@ from changeproof.evidence import (
 from changeproof.outcomes import Outcome, Result
 from changeproof.settings import Settings
 from changeproof.store import Store, schema, to_us
+from changeproof.vuln.lifecycle import Linkage
 
 __all__ = [
     "CheckRun",
     "Period",
+    "ResultRow",
     "Summary",
     "build_context",
+    "default_jobs",
     "evaluate_change",  # re-exported from controls.evaluation (the gate imports it from there)
     "iter_changes",
+    "iter_result_rows",
     "iter_results",
     "promotion_context",
     "result_digest",
+    "result_row",
     "run_check",
     "stored_results",
 ]
 
 _enc = msgspec.json.Encoder(order="sorted")
+_result_decoder = msgspec.json.Decoder(Result)
 
 MAX_WINDOW_IDS = 50  # change ids listed per weak window (the count is always exact)
 _BYPASS_SIGNALS = ("CM-REV-1", "CM-TST-1")
@@ -87,11 +96,11 @@ class Summary:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     subjects: int = 0
 
-    def add(self, r: Result) -> None:
-        c = self.counts.get(r.control)
+    def add(self, control: str, outcome: str) -> None:
+        c = self.counts.get(control)
         if c is None:
-            c = self.counts[r.control] = Counter()
-        c[r.outcome.value] += 1
+            c = self.counts[control] = Counter()
+        c[outcome] += 1
 
     @property
     def ok(self) -> bool:
@@ -160,48 +169,38 @@ class _Population:
                     (dep.id, dep.environment, dig)
                 )
         self.traced: set[tuple[str, str]] = set()
-        self.settings = ctx.settings
-        self.promotions = PromotionIndex() if ctx.settings.promotions else None
 
-    def observe(self, change: Change, digest: str, results: list[Result]) -> None:
-        key = (change.repo, change.branch)
+    def observe(self, j: _Judged) -> None:
+        key = (j.repo, j.branch)
         span = self.spans.get(key)
-        direct = change.change_type == "direct_push"
         if span is None:
             # first, last, changes, direct pushes, their commits, unshipped since, any shipped
-            span = self.spans[key] = [change.merged_at, change.merged_at, 0, 0, 0, 0, False]
-        span[1] = change.merged_at
+            span = self.spans[key] = [j.merged_at, j.merged_at, 0, 0, 0, 0, False]
+        span[1] = j.merged_at
         span[2] += 1
-        span[3] += direct
+        span[3] += j.direct
         span[5] += 1
-        if direct:
-            span[4] += len(change.landed_shas)
-        failed = tuple(
-            r.control for r in results if r.control in _BYPASS_SIGNALS and r.outcome is Outcome.FAIL
-        )
-        if failed:
+        if j.direct:
+            span[4] += len(j.landed_shas)
+        if j.bypass_failed:
             self.suspects.append(
-                Suspect(change.id, change.repo, change.branch, change.merged_at, failed, digest)
+                Suspect(j.id, j.repo, j.branch, j.merged_at, j.bypass_failed, j.digest)
             )
         wins = self.windows.get(key)
         if wins:
-            i = bisect.bisect_right(wins, change.merged_at, key=lambda w: w[0])
+            i = bisect.bisect_right(wins, j.merged_at, key=lambda w: w[0])
             if i:
                 _, z, wid = wins[i - 1]
-                if z is None or change.merged_at < z:
+                if z is None or j.merged_at < z:
                     hit = self.window_hits.setdefault(wid, [0, []])
                     hit[0] += 1
                     if len(hit[1]) < MAX_WINDOW_IDS:
-                        hit[1].append(change.id)
+                        hit[1].append(j.id)
         if self.deployed:
-            for sha in change.landed_shas:
-                if (change.repo, sha) in self.deployed:
-                    self.traced.add((change.repo, sha))
+            for sha in j.landed_shas:
+                if (j.repo, sha) in self.deployed:
+                    self.traced.add((j.repo, sha))
                     span[5], span[6] = 0, True  # this change and every earlier one shipped
-        if self.promotions is not None and is_promotion_source(self.settings, change.branch):
-            rev1 = next((r.outcome for r in results if r.control == "CM-REV-1"), None)
-            if rev1 is not None:
-                self.promotions.observe(change, rev1)
 
     def gathered(self, store: Store, period: Period, repo: str | None) -> dict[str, Any]:
         untraced: list[tuple[str, str, str, str, str]] = []
@@ -235,7 +234,185 @@ def _locker_missing(store: Store, period: Period, repo: str | None) -> dict[str,
     return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows if r[0]}
 
 
-def iter_results(
+class ResultRow(NamedTuple):
+    """One result as it is stored: its columns and its canonical body. The body is decoded
+    only when someone needs the :class:`Result` itself (most consumers count and store)."""
+
+    control: str
+    subject: str
+    repo: str | None
+    outcome: str
+    digest: str
+    body: bytes
+
+    def result(self) -> Result:
+        return _result_decoder.decode(self.body)
+
+
+def result_row(r: Result) -> ResultRow:
+    body = _enc.encode(r)
+    return ResultRow(
+        r.control, r.subject, r.repo, r.outcome.value, hashlib.sha256(body).hexdigest(), body
+    )
+
+
+class _Judged(NamedTuple):
+    """What the evaluator keeps of one change on a controlled branch once it is judged
+    (small and picklable: worker processes send these back)."""
+
+    id: str
+    repo: str
+    branch: str
+    merged_at: datetime
+    direct: bool
+    landed_shas: tuple[str, ...]
+    digest: str
+    rows: tuple[ResultRow, ...]
+    worst: Outcome
+    review_testing: Outcome  # the worst review/testing outcome (what CM-DEP-1 asks about)
+    participants: frozenset[str] | None  # only under the release-manager deployment model
+    iac_approvals: Mapping[str, str] | None  # CM-IAC-1 publishes approval times for CM-IAC-2
+    bypass_failed: tuple[str, ...]
+
+
+class _Judge:
+    """Judges changes from their stored bodies; runs in-process or in a worker process."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.settings = ctx.settings
+        self.need_participants = ctx.settings.deployment.model == "release_manager"
+        index = ctx.extra.get(INDEX_KEY)
+        self.index = index if isinstance(index, PromotionIndex) else None
+        self.decode = msgspec.json.Decoder(Change).decode
+
+    def batch(self, rows: list[tuple[str, bytes]]) -> list[_Judged | None]:
+        return [self.one(digest, self.decode(body)) for digest, body in rows]
+
+    def one(self, digest: str, change: Change) -> _Judged | None:
+        settings = self.settings
+        promotion_source = self.index is not None and is_promotion_source(settings, change.branch)
+        if not settings.is_controlled(change.repo, change.branch):
+            if promotion_source:
+                assert self.index is not None
+                self.index.observe(change, _rev1(change, digest, self.ctx))
+            return None
+        results = evaluate_change(change, digest, self.ctx)
+        iac = None
+        rev1 = None
+        failed: list[str] = []
+        for r in results:
+            if r.control == "CM-IAC-1" and r.details:
+                iac = r.details
+            elif r.control == "CM-REV-1":
+                rev1 = r.outcome
+            if r.control in _BYPASS_SIGNALS and r.outcome is Outcome.FAIL:
+                failed.append(r.control)
+        if promotion_source and rev1 is not None:
+            assert self.index is not None
+            self.index.observe(change, rev1)
+        return _Judged(
+            change.id,
+            change.repo,
+            change.branch,
+            change.merged_at,
+            change.change_type == "direct_push",
+            change.landed_shas,
+            digest,
+            tuple(result_row(r) for r in results),
+            _worst(results),
+            _review_testing(results),
+            participants(change, settings)[0] if self.need_participants else None,
+            iac,
+            tuple(failed),
+        )
+
+
+# Worker processes: the judge is handed over once, when the pool starts (inherited by fork,
+# pickled otherwise), and then judges batches of stored change bodies.
+_worker: dict[str, _Judge] = {}
+
+
+def _worker_start(judge: _Judge) -> None:
+    _worker["judge"] = judge
+    gc.freeze()  # the inherited context is long-lived; keep collections off it
+    gc.set_threshold(100_000, 50, 1000)
+
+
+def _worker_batch(rows: list[tuple[str, bytes]]) -> list[_Judged | None]:
+    return _worker["judge"].batch(rows)
+
+
+def default_jobs() -> int:
+    """Processes for judging changes: one per CPU this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+PARALLEL_FROM = 5_000  # fewer changes than this are judged in-process (no pool start-up)
+_BATCH = 500
+
+
+def _change_rows(
+    store: Store, repo: str | None, start: datetime | None, end: datetime | None
+) -> Iterator[list[tuple[str, bytes, str]]]:
+    """Stored changes as (digest, body, repository) batches, in :func:`iter_changes` order."""
+    t = schema.evidence
+    q = sa.select(t.c.digest, t.c.body, t.c.repo).where(t.c.kind == Change.kind)
+    if repo is not None:
+        q = q.where(t.c.repo == repo)
+    if start is not None:
+        q = q.where(t.c.occurred_us >= to_us(start))
+    if end is not None:
+        q = q.where(t.c.occurred_us < to_us(end))
+    q = q.order_by(t.c.repo, t.c.occurred_us, t.c.id)
+    with store.connect() as conn:
+        res = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(q)
+        try:
+            for part in res.partitions(_BATCH):
+                # bytes, not a driver buffer: batches may be pickled to a worker
+                yield [(str(d), b if type(b) is bytes else bytes(b), str(r)) for d, b, r in part]
+        finally:
+            res.close()  # a server-side cursor (PostgreSQL) must not outlive an abandoned stream
+
+
+def _judge_all(
+    store: Store,
+    judge: _Judge,
+    period: Period,
+    repo: str | None,
+    jobs: int,
+    parallel_from: int,
+    first_of_repo: dict[str, str],
+) -> Iterator[_Judged | None]:
+    """Every change in scope judged, in stream order. With ``jobs`` > 1 (and no promotion
+    chains, whose index makes each promotion depend on the changes before it) batches are
+    judged by a pool of worker processes, a bounded number in flight, results in order."""
+    parallel = jobs > 1 and judge.index is None and store.count(Change.kind) >= parallel_from
+    if not parallel:
+        for part in _change_rows(store, repo, period.start, period.end):
+            for dig, _, r in part:
+                first_of_repo.setdefault(r, dig)
+            yield from judge.batch([(d, b) for d, b, _ in part])
+        return
+    methods = multiprocessing.get_all_start_methods()
+    mp = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # The pool starts before the stream opens: workers inherit no open cursor.
+    with mp.Pool(jobs, initializer=_worker_start, initargs=(judge,)) as pool:
+        pending: deque[Any] = deque()
+        for part in _change_rows(store, repo, period.start, period.end):
+            for dig, _, r in part:
+                first_of_repo.setdefault(r, dig)
+            pending.append(pool.apply_async(_worker_batch, ([(d, b) for d, b, _ in part],)))
+            if len(pending) > 2 * jobs:
+                yield from pending.popleft().get()
+        while pending:
+            yield from pending.popleft().get()
+
+
+def iter_result_rows(
     store: Store,
     settings: Settings,
     now: datetime,
@@ -245,7 +422,14 @@ def iter_results(
     ctx: Context | None = None,
     on_change: Callable[[], None] | None = None,
     extra: Mapping[str, Any] | None = None,
-) -> Generator[Result, None, None]:
+    jobs: int = 1,
+    parallel_from: int = PARALLEL_FROM,
+) -> Generator[ResultRow, None, None]:
+    """Every result of the period as stored rows: each change's, then each record control's.
+
+    ``jobs`` > 1 judges changes in that many worker processes once the store holds at least
+    ``parallel_from`` changes (the results, their order and their digests are the same as
+    in-process)."""
     p = period or Period(None, None)
     base_extra = {**(extra or {}), "period": (p.start, p.end)}
     if ctx is None:
@@ -253,31 +437,26 @@ def iter_results(
     else:
         ctx = dataclasses.replace(ctx, extra={**ctx.extra, **base_extra})
     pop = _Population(store, ctx, p, repo)
-    if pop.promotions is not None:
-        ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: pop.promotions})
-    keep_worst = bool(RECORD_CONTROLS)
+    if settings.promotions:
+        ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: PromotionIndex()})
+    judge = _Judge(ctx)
     iac_approvals: dict[str, Mapping[str, str]] = {}
     # for deployments made without the gate: each change's review/testing verdict, and (only
     # under the release-manager model) its participants
     review_testing: dict[str, Outcome] = {}
-    need_participants = settings.deployment.model == "release_manager"
     change_participants: dict[str, frozenset[str]] = {}
-    for digest, change in iter_changes(store, repo=repo, start=p.start, end=p.end):
-        if not settings.is_controlled(change.repo, change.branch):
-            if pop.promotions is not None and is_promotion_source(settings, change.branch):
-                pop.promotions.observe(change, _rev1(change, digest, ctx))
+    first_of_repo: dict[str, str] = {}
+    for j in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo):
+        if j is None:
             continue
-        results = evaluate_change(change, digest, ctx)
-        if keep_worst:
-            pop.worst[change.id] = _worst(results)
-            review_testing[change.id] = _review_testing(results)
-            if need_participants:
-                change_participants[change.id] = participants(change, settings)[0]
-            for r in results:  # CM-IAC-1 publishes approval times for CM-IAC-2
-                if r.control == "CM-IAC-1" and r.details:
-                    iac_approvals[change.id] = r.details
-        pop.observe(change, digest, results)
-        yield from results
+        pop.worst[j.id] = j.worst
+        review_testing[j.id] = j.review_testing
+        if j.participants is not None:
+            change_participants[j.id] = j.participants
+        if j.iac_approvals:
+            iac_approvals[j.id] = j.iac_approvals
+        pop.observe(j)
+        yield from j.rows
         if on_change is not None:
             on_change()
     if not RECORD_CONTROLS:
@@ -293,7 +472,7 @@ def iter_results(
                 continue
             res = evaluate_change(found[1], found[0], ctx)
             review_testing[cid] = _review_testing(res)
-            if need_participants:
+            if judge.need_participants:
                 change_participants[cid] = participants(found[1], settings)[0]
     ctx = dataclasses.replace(
         ctx,
@@ -305,11 +484,15 @@ def iter_results(
             SHIPPED_KEY: shipped,
             REVIEW_TESTING_KEY: review_testing,
             PARTICIPANTS_KEY: change_participants,
+            LINKAGE_KEY: _vuln_linkage(store, ctx),
+            REPOS_KEY: first_of_repo,
         },
     )
     for control in RECORD_CONTROLS:
         for subject, dig in control.subjects(ctx):
-            yield apply_exceptions(control.evaluate(subject, ctx, dig), frozenset(), ctx)
+            yield result_row(
+                apply_exceptions(control.evaluate(subject, ctx, dig), frozenset(), ctx)
+            )
         if control.record_kind is None:
             continue
         for dig, rec in store.iter_records(record_type(control.record_kind), repo=repo):
@@ -318,7 +501,48 @@ def iter_results(
                 continue
             if p.end is not None and occurred >= p.end:
                 continue
-            yield apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx)
+            yield result_row(apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx))
+
+
+def iter_results(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    *,
+    period: Period | None = None,
+    repo: str | None = None,
+    ctx: Context | None = None,
+    on_change: Callable[[], None] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Generator[Result, None, None]:
+    """:func:`iter_result_rows`, each decoded to its :class:`Result`."""
+    rows = iter_result_rows(
+        store, settings, now, period=period, repo=repo, ctx=ctx, on_change=on_change, extra=extra
+    )
+    try:
+        for row in rows:
+            yield row.result()
+    finally:
+        rows.close()
+
+
+def _vuln_linkage(store: Store, ctx: Context) -> Linkage:
+    """For the finding controls: the changes that can be a finding's fix (any time: a fix may
+    land after the period), and the production-relevant deployments with the change each
+    ships — only in repositories that have findings."""
+    sigs = fix_signatures(ctx)
+    changes = [
+        c
+        for name in sorted(sigs)
+        for _, c in store.iter_records(Change, repo=name)
+        if may_fix(c, sigs[name])
+    ]
+    deployments: list[tuple[Deployment, Change | None]] = []
+    for _, rec in ctx.table(Deployment.kind):
+        dep = cast(Deployment, rec)
+        found = store.change_for_commit(dep.repo, dep.commit_sha) if dep.repo in sigs else None
+        deployments.append((dep, found[1] if found else None))
+    return Linkage(changes=changes, deployments=deployments)
 
 
 def _review_testing(results: list[Result]) -> Outcome:
@@ -429,8 +653,8 @@ def _worst(results: list[Result]) -> Outcome:
 
 
 def result_digest(r: Result) -> tuple[str, bytes]:
-    body = _enc.encode(r)
-    return hashlib.sha256(body).hexdigest(), body
+    row = result_row(r)
+    return row.digest, row.body
 
 
 class _ResultWriter:
@@ -457,8 +681,8 @@ class _ResultWriter:
         self.batch = batch
         self.rows: list[Any] = []
 
-    def add(self, r: Result, dig: str, body: bytes) -> None:
-        row = (self.run_id, r.control, r.subject, r.repo, r.outcome.value, dig, body)
+    def add(self, r: ResultRow) -> None:
+        row = (self.run_id, *r)
         if self.order is None:
             self.rows.append(dict(zip(self.COLS, row, strict=True)))
         elif self.order == (0, 1, 2, 3, 4, 5, 6):
@@ -534,11 +758,15 @@ def run_check(
     *,
     period: Period | None = None,
     repo: str | None = None,
-    keep: Callable[[Result], None] | None = None,
+    keep: Callable[[ResultRow], None] | None = None,
     on_change: Callable[[], None] | None = None,
     extra: Mapping[str, Any] | None = None,
+    jobs: int = 1,
+    parallel_from: int = PARALLEL_FROM,
 ) -> CheckRun:
-    """Evaluate every change in scope and store the results as one run."""
+    """Evaluate every change in scope and store the results as one run. ``keep`` sees every
+    stored row (``row.result()`` decodes one); ``jobs`` > 1 judges changes in worker
+    processes."""
     with _gc_relaxed():
         return _run_check(
             store,
@@ -549,6 +777,8 @@ def run_check(
             keep=keep,
             on_change=on_change,
             extra=extra,
+            jobs=jobs,
+            parallel_from=parallel_from,
         )
 
 
@@ -574,9 +804,11 @@ def _run_check(
     *,
     period: Period | None,
     repo: str | None,
-    keep: Callable[[Result], None] | None,
+    keep: Callable[[ResultRow], None] | None,
     on_change: Callable[[], None] | None,
     extra: Mapping[str, Any] | None,
+    jobs: int,
+    parallel_from: int,
 ) -> CheckRun:
     p = period or Period(None, None)
     summary = Summary()
@@ -598,18 +830,25 @@ def _run_check(
         )
         write = _ResultWriter(conn, run_id)
         count = 0
-        stream = iter_results(
-            store, settings, now, period=p, repo=repo, on_change=on_change, extra=extra
+        stream = iter_result_rows(
+            store,
+            settings,
+            now,
+            period=p,
+            repo=repo,
+            on_change=on_change,
+            extra=extra,
+            jobs=jobs,
+            parallel_from=parallel_from,
         )
         try:
-            for r in stream:
-                dig, body = result_digest(r)
-                agg.update(dig.encode())
-                summary.add(r)
+            for row in stream:
+                agg.update(row.digest.encode())
+                summary.add(row.control, row.outcome)
                 count += 1
-                write.add(r, dig, body)
+                write.add(row)
                 if keep is not None:
-                    keep(r)
+                    keep(row)
         except BaseException:
             write.abort()  # stop the writer before the transaction rolls back
             stream.close()  # and close the evidence cursors now, not at garbage collection

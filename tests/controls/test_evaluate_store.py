@@ -8,7 +8,15 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from changeproof.evaluate import Period, _ResultWriter, iter_changes, run_check, stored_results
+from changeproof.evaluate import (
+    Period,
+    ResultRow,
+    _ResultWriter,
+    iter_changes,
+    result_row,
+    run_check,
+    stored_results,
+)
 from changeproof.outcomes import Outcome, Result
 from changeproof.settings import Settings
 from changeproof.store import Store, schema
@@ -49,9 +57,9 @@ def test_a_failing_run_keeps_nothing_and_stops_its_writer(
 ) -> None:
     _seed(workspace, store)
     before = threading.active_count()
-    seen: list[Result] = []
+    seen: list[ResultRow] = []
 
-    def boom(r: Result) -> None:
+    def boom(r: ResultRow) -> None:
         seen.append(r)
         if len(seen) == 5:
             raise RuntimeError("interrupted")
@@ -71,8 +79,8 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
     ]
     with store.engine.begin() as conn:
         w = _ResultWriter(conn, 7, batch=4)
-        for i, r in enumerate(rows):
-            w.add(r, f"{i:064x}", b"{}")
+        for r in rows:
+            w.add(result_row(r))
         w.close()
         got = (
             conn.execute(
@@ -88,8 +96,8 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
     with pytest.raises(sa.exc.SQLAlchemyError), store.engine.begin() as conn:
         w = _ResultWriter(conn, 8, batch=2)
         w.sql = w.sql.replace("INSERT INTO results", "INSERT INTO no_such_table")
-        for i, r in enumerate(rows[:6]):
-            w.add(r, f"{i:064x}", b"{}")
+        for r in rows[:6]:
+            w.add(result_row(r))
         w.close()
     with store.connect() as conn:
         n = conn.execute(

@@ -76,6 +76,7 @@ class AuditRequest:
     select_source: str | None = None
     zip: bool = False
     pdf: bool = True
+    jobs: int = 1  # processes judging changes: how, not what (the package is the same)
 
 
 @dataclass
@@ -242,7 +243,9 @@ def run_audit(
     lap("locker")
     policy = policy_evidence.gather(store, settings, req.start, req.end, req.now)
     lap("policy")
-    counts = _evaluate(store, settings, req, pop, sampled, advance, extra={"locker": locker})
+    counts = _evaluate(
+        store, settings, req, pop, sampled, advance, extra={"locker": locker}, jobs=req.jobs
+    )
     attributes = _attributes(sampled)
     lap("evaluate")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -451,9 +454,10 @@ def _evaluate(
     advance: Callable[[int], None] | None = None,
     *,
     extra: dict[str, Any] | None = None,
+    jobs: int = 1,
 ) -> dict[str, Counter[str]]:
     """Run every registered control over the period; keep counts, and the sample's results."""
-    from changeproof.evaluate import Period, iter_results
+    from changeproof.evaluate import Period, iter_result_rows
 
     link: dict[str, list[Sampled]] = defaultdict(list)
     for s in sampled:
@@ -469,7 +473,7 @@ def _evaluate(
     seen: set[tuple[str, str]] = set()
     repos: list[str | None] = list(req.repos) if req.repos else [None]
     for repo in repos:
-        for r in iter_results(
+        for row in iter_result_rows(
             store,
             settings,
             req.now,
@@ -477,16 +481,21 @@ def _evaluate(
             repo=repo,
             on_change=(lambda: advance(1)) if advance is not None else None,
             extra=extra,
+            jobs=jobs,
         ):
-            key = (r.control, r.subject)
-            if key in seen and r.control in pop_level:
+            key = (row.control, row.subject)
+            if key in seen and row.control in pop_level:
                 continue
             seen.add(key)
-            counts[r.control][r.outcome.value] += 1
-            for s in link.get(r.subject, ()):
+            counts[row.control][row.outcome] += 1
+            linked = link.get(row.subject, ())
+            if not linked and row.control not in pop_level:
+                continue  # counted; only the sample's and population-level results are kept
+            r = row.result()
+            for s in linked:
                 if r not in s.results:
                     s.results.append(r)
-            if r.control in pop_level:
+            if row.control in pop_level:
                 pop.population_results.append(r)
     return counts
 

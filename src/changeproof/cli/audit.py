@@ -78,6 +78,13 @@ from changeproof.errors import EXIT_OK, UsageError
 )
 @click.option("--zip", "make_zip", is_flag=True, help="Also write DIR.zip.")
 @click.option("--no-pdf", "no_pdf", is_flag=True, help="Skip the PDF summary.")
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Processes judging changes (default: one per CPU; 1 = in this process).",
+)
 @click.option("--operator", metavar="NAME", help="Who runs the audit (default user@host).")
 @click.option("--as-of", "as_of", metavar="TIME", help="Judge as of this instant (default now).")
 @click.option(
@@ -100,6 +107,7 @@ def audit(
     operator: str | None,
     as_of: str | None,
     fmt: str,
+    jobs: int | None,
 ) -> None:
     """Build the audit package for a period: the population of changes on controlled
     branches with its completeness reconciliation, a reproducible sample (statistical size,
@@ -121,6 +129,7 @@ def audit(
     from changeproof.audit.package import default_operator, read_select_file
     from changeproof.audit.sampling import parse_rate
     from changeproof.cli.progress import progress
+    from changeproof.evaluate import default_jobs
 
     if select_file is not None and (seed is not None or sample is not None):
         raise UsageError(
@@ -159,6 +168,7 @@ def audit(
         select_source=str(select_file) if select_file else None,
         zip=make_zip,
         pdf=not no_pdf,
+        jobs=jobs or default_jobs(),
     )
     store = ws.open_store(write=False)
     try:

@@ -71,6 +71,14 @@ def result_json(r: Result) -> dict[str, object]:
     metavar="TIME",
     help="Judge as of this instant (default now): re-derive an earlier verdict exactly.",
 )
+@click.option(
+    "--jobs",
+    "-j",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Processes judging changes (default: one per CPU; 1 = in this process). "
+    "Results are identical either way.",
+)
 @click.pass_context
 def check(
     ctx: click.Context,
@@ -81,6 +89,7 @@ def check(
     show_all: bool,
     explain: str | None,
     as_of: str | None,
+    jobs: int | None,
 ) -> None:
     """Evaluate the controls for every change in scope and store the results with the
     digests of the evidence they read and the settings version.
@@ -96,7 +105,7 @@ def check(
       changeproof check --explain acme/api#42
     """
     from changeproof.cli.progress import progress
-    from changeproof.evaluate import Period, run_check
+    from changeproof.evaluate import Period, ResultRow, default_jobs, run_check
 
     ws = opts(ctx).workspace()
     settings = ws.settings()
@@ -117,9 +126,9 @@ def check(
             )
         shown: list[Result] = []
 
-        def keep(r: Result) -> None:
-            if fmt != "table" or show_all or not r.outcome.ok:
-                shown.append(r)
+        def keep(row: ResultRow) -> None:
+            if fmt != "table" or show_all or not Outcome(row.outcome).ok:
+                shown.append(row.result())
 
         with progress("check") as advance:
             run = run_check(
@@ -131,6 +140,7 @@ def check(
                 keep=keep,
                 on_change=lambda: advance(1),
                 extra=_locker_report(ws, store),
+                jobs=jobs or default_jobs(),
             )
     finally:
         store.close()

@@ -5,6 +5,12 @@ in-scope repository has a fresh, complete scan).
 Pure: lifecycles come from :func:`changeproof.vuln.lifecycle.compute_states` over the record
 tables the evaluator loads (``reads``); deployments are tied to the change they ship through
 the changes' landed commits, the same mapping the store's commit index holds.
+
+The change population is not a table here (a million changes would not fit): the evaluator
+hands over, in ``Context.extra``, only the changes that can be a finding's fix
+(:data:`LINKAGE_KEY`, chosen with :func:`fix_signatures` / :func:`may_fix`) and each
+repository's first change in the period (:data:`REPOS_KEY`). A context that carries a
+``change`` table instead (small, hand-built ones) is read directly.
 """
 
 from __future__ import annotations
@@ -24,17 +30,37 @@ from changeproof.evidence import (
     ScanFindings,
 )
 from changeproof.outcomes import Outcome, Result
-from changeproof.vuln.lifecycle import FindingState, Linkage, compute_states
+from changeproof.vuln.lifecycle import FindingState, Linkage, compute_states, touched_by
 
 _READS = (
     "scan_findings",
     "scan",
     "risk_acceptance",
-    "change",
     "deployment",
     "emergency",
     "retro_review",
 )
+LINKAGE_KEY = "vuln_linkage"  # Linkage: candidate fixes and deployments with what they ship
+REPOS_KEY = "vuln_repos"  # {repository: digest of its first change in the period}
+
+FixSignature = tuple[str, str, str | None]  # (category, ecosystem, manifest)
+
+
+def fix_signatures(ctx: Context) -> dict[str, frozenset[FixSignature]]:
+    """Per repository with findings, what a change must touch to be a candidate fix: every
+    (category, ecosystem, manifest) its findings name, and each without the manifest (the
+    lifecycle takes the manifest of the latest observation that has one, or none)."""
+    out: dict[str, set[FixSignature]] = {}
+    for _, r in ctx.table("scan_findings"):
+        for f in cast(ScanFindings, r).findings:
+            sigs = out.setdefault(f.repo, set())
+            sigs.add((f.category, f.ecosystem, f.manifest))
+            sigs.add((f.category, f.ecosystem, None))
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def may_fix(change: Change, sigs: frozenset[FixSignature]) -> bool:
+    return any(touched_by(change, c, e, m) is not None for c, e, m in sigs)
 
 
 def _fmt(t: datetime | None) -> str:
@@ -47,6 +73,9 @@ def _hours(delta: timedelta) -> str:
 
 
 def linkage_from(ctx: Context) -> Linkage:
+    gathered = ctx.extra.get(LINKAGE_KEY)
+    if isinstance(gathered, Linkage):
+        return gathered
     changes = [cast(Change, r) for _, r in ctx.table("change")]
     by_sha: dict[str, Change] = {}
     for c in changes:
@@ -299,6 +328,8 @@ class FreshScans(RecordControl):
             return (start is None or t >= start) and (end is None or t < end)
 
         repos: dict[str, str] = {r.name: "" for r in ctx.settings.repositories}
+        for name, d in ctx.extra.get(REPOS_KEY, {}).items():
+            repos.setdefault(name, d)
         for d, r in ctx.table("change"):
             if inside(cast(Change, r).merged_at):
                 repos.setdefault(cast(Change, r).repo, d)

@@ -151,6 +151,9 @@ def _touches(change: Change, category: str, ecosystem: str, manifest: str | None
     return None
 
 
+touched_by = _touches  # public: the evaluator picks candidate fixes with the same rule
+
+
 @dataclass(frozen=True)
 class Linkage:
     """Changes that may carry fixes, and production deployments with the change they ship."""

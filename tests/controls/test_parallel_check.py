@@ -1,0 +1,114 @@
+"""Judging changes in worker processes gives exactly the in-process results."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import msgspec
+import pytest
+import sqlalchemy as sa
+
+from changeproof.evaluate import Period, iter_result_rows, run_check, stored_results
+from changeproof.evidence import Change, Deployment, FileChange
+from changeproof.settings import Settings, Testing
+from changeproof.store import Store, schema
+from changeproof.workspace import Workspace
+from tests.controls.builders import MERGED, check, commit, prov, review, user
+from tests.controls.builders import change as make_change
+from tests.controls.storing import put
+
+NOW = MERGED + timedelta(days=30)
+
+
+def _variety() -> list[Change | Deployment]:
+    """Changes in three repositories that pass and fail in different ways, and deployments."""
+    out: list[Change | Deployment] = []
+    for r, repo in enumerate(("acme/api", "acme/web", "acme/ops")):
+        for n in range(1, 31):
+            at = MERGED + timedelta(hours=7 * n + r)
+            kind = n % 6
+            kw: dict[str, object] = {"repo": repo, "number": n, "merged_at": at}
+            kw["merge_sha"] = f"{r:02d}{n:038x}"
+            kw["landed_shas"] = (kw["merge_sha"],)
+            if kind == 1:  # self-approved
+                kw["reviews"] = (review("alice", at=at - timedelta(hours=1)),)
+            elif kind == 2:  # a failing required check
+                kw["checks"] = (check("build", "failure", at=at - timedelta(hours=1)),)
+            elif kind == 3:  # a direct push
+                kw.update(change_type="direct_push", number=None, reviews=(), body="")
+                kw["commits"] = (commit(sha=str(kw["merge_sha"]), at=at),)
+            elif kind == 4:  # a sensitive path and an empty change record
+                kw.update(files=(FileChange(path="infra/prod/main.tf"),), body="fix")
+            elif kind == 5:  # approval of an older commit
+                kw["reviews"] = (review("bob", sha="9" * 40, at=at - timedelta(hours=1)),)
+            out.append(make_change(**kw))
+            if n % 10 == 0:
+                out.append(
+                    Deployment(
+                        id=f"{repo}/prod/{n}",
+                        repo=repo,
+                        environment="production",
+                        commit_sha=str(kw["merge_sha"]),
+                        status="success",
+                        started_at=at + timedelta(hours=1),
+                        finished_at=at + timedelta(hours=2),
+                        actor=user("carol"),
+                        provenance=prov(at + timedelta(hours=1), repo, "dep", n),
+                    )
+                )
+    return out
+
+
+def _rows(store: Store, run_id: int) -> list[tuple[object, ...]]:
+    t = schema.results
+    q = sa.select(t.c.control, t.c.subject, t.c.outcome, t.c.digest, t.c.body)
+    with store.connect() as conn:
+        return [tuple(r) for r in conn.execute(q.where(t.c.run_id == run_id).order_by(t.c.id))]
+
+
+def test_worker_processes_store_the_same_results_in_the_same_order(
+    workspace: Workspace, store: Store
+) -> None:
+    put(workspace, store, *_variety())
+    settings = Settings(testing=Testing(required_checks=("build", "test")))
+    one = run_check(store, settings, NOW, jobs=1)
+    two = run_check(store, settings, NOW, jobs=2, parallel_from=0)
+    assert one.results_digest == two.results_digest
+    assert one.summary.as_dict() == two.summary.as_dict()
+    assert _rows(store, one.run_id) == _rows(store, two.run_id)
+    # the variety is real: several controls fail, and deployments were judged
+    counts = one.summary.as_dict()
+    assert counts["CM-REV-1"].get("fail", 0) >= 10
+    assert counts["CM-TST-1"].get("fail", 0) >= 10
+    assert sum(counts["CM-DEP-1"].values()) == 9
+    # a period and a repository narrow the stream the same way in both modes
+    window = Period(MERGED + timedelta(days=2), MERGED + timedelta(days=6))
+    a = run_check(store, settings, NOW, period=window, repo="acme/web", jobs=1)
+    b = run_check(store, settings, NOW, period=window, repo="acme/web", jobs=2, parallel_from=0)
+    assert a.results_digest == b.results_digest
+    assert _rows(store, a.run_id) == _rows(store, b.run_id)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_corrupt_stored_change_stops_the_run_and_stores_nothing(
+    workspace: Workspace, store: Store, jobs: int
+) -> None:
+    put(workspace, store, *_variety())
+    t = schema.evidence
+    with store.engine.begin() as conn:
+        victim = conn.execute(
+            sa.select(t.c.id).where(t.c.kind == Change.kind).order_by(t.c.id).limit(1).offset(40)
+        ).scalar_one()
+        conn.execute(sa.update(t).where(t.c.id == victim).values(body=b'{"repo": 7}'))
+    with pytest.raises(msgspec.ValidationError):
+        run_check(store, Settings(), NOW, jobs=jobs, parallel_from=0)
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.runs)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(schema.results)).scalar() == 0
+
+
+def test_rows_decode_to_the_results_they_store(workspace: Workspace, store: Store) -> None:
+    put(workspace, store, *_variety()[:12])
+    run = run_check(store, Settings(), NOW)
+    rows = list(iter_result_rows(store, Settings(), NOW))
+    assert [r.result() for r in rows] == stored_results(store, run.run_id)
