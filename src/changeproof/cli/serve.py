@@ -32,12 +32,15 @@ def serve(ctx: click.Context, host: str, port: int, log_level: str) -> None:
     """
     import uvicorn
 
-    from changeproof.web.app import create_app
+    from changeproof.web.app import create_app, http_stack
 
     ws = opts(ctx).workspace()
-    app = create_app(ws)
+    # X-Forwarded-* from a local reverse proxy: handled inside the app, off the webhook path
+    app = create_app(ws, forwarded_allow_ips="127.0.0.1")
+    http, loop = http_stack()
     click.echo(
-        f"changeproof serving {ws.home} on http://{host}:{port}/ (store {app.state.cp.store.url})"
+        f"changeproof serving {ws.home} on http://{host}:{port}/ (store {app.state.cp.store.url}; "
+        f"HTTP {http}, event loop {loop})"
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level, server_header=False,
-                proxy_headers=True, forwarded_allow_ips="127.0.0.1")  # fmt: skip
+                proxy_headers=False, http=http, loop=loop)  # fmt: skip

@@ -3,7 +3,6 @@
 Imported only by `changeproof serve` (and tests): FastAPI is never loaded by other commands.
 """
 
-import asyncio
 import contextlib
 import hashlib
 import json
@@ -26,6 +25,7 @@ from changeproof.web import queries, tokens
 from changeproof.web.audits import Audits
 from changeproof.web.webhooks import (
     GITLAB_EVENTS,
+    KEPT_HEADERS,
     MAX_BODY,
     Delivery,
     Ingestor,
@@ -162,9 +162,12 @@ def create_app(
     *,
     env: dict[str, str] | None = None,
     workers: bool = True,
+    forwarded_allow_ips: str | None = None,
 ) -> "Receivers":
     """The application for one workspace. ``workers=False`` leaves the processing queue
-    alone (tests drive :meth:`Processor.run_once` themselves)."""
+    alone (tests drive :meth:`Processor.run_once` themselves). ``forwarded_allow_ips``:
+    proxies trusted for X-Forwarded-For/-Proto on the API and dashboard (run uvicorn with
+    ``proxy_headers=False`` then: the webhook receivers use neither header and skip it)."""
     settings = ws.settings()
     store = ws.open_store()
     gh, gl = secrets_from(settings, dict(os.environ if env is None else env))
@@ -431,7 +434,7 @@ def create_app(
     from changeproof.web.dashboard import mount
 
     mount(app, st)
-    return Receivers(app, st)
+    return Receivers(app, st, forwarded_allow_ips=forwarded_allow_ips)
 
 
 class Receivers:
@@ -444,23 +447,35 @@ class Receivers:
 
     PATHS = ("/webhooks/github", "/webhooks/gitlab")
 
-    def __init__(self, app: FastAPI, st: State) -> None:
+    def __init__(self, app: FastAPI, st: State, *, forwarded_allow_ips: str | None = None) -> None:
         self.app = app
         self.st = st
+        self.rest: Any = app
+        if forwarded_allow_ips is not None:
+            # the proxy-headers middleware for everything but deliveries (one layer less
+            # on the hot path; uvicorn would otherwise wrap the whole application in it)
+            from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+            rest: Any = app  # an ASGI app; uvicorn's annotation is narrower than FastAPI's
+            self.rest = ProxyHeadersMiddleware(rest, trusted_hosts=forwarded_allow_ips)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"] not in self.PATHS:
-            await self.app(scope, receive, send)
+            await self.rest(scope, receive, send)
             return
         if scope["method"] != "POST":
             await _reply(send, 405, {"detail": "POST deliveries here"}, (b"allow", b"POST"))
             return
+        # only the headers a delivery uses are decoded (ASGI servers give names in lower
+        # case; a server that does not is still understood)
         headers: dict[str, str] = {}
         for k, v in scope["headers"]:
-            headers[k.decode("latin-1").lower()] = v.decode("latin-1")
+            name = _WANTED.get(k) or _WANTED.get(k.lower())
+            if name is not None:
+                headers[name] = v.decode("latin-1")
         status, data = await self.deliver(scope["path"], headers, receive)
         await _reply(send, status, data)
 
@@ -519,7 +534,7 @@ class Receivers:
         d = Delivery(source, delivery, event[:64], kept_headers(headers.get), body)
         assert st.ingestor is not None
         try:
-            status = await asyncio.wrap_future(st.ingestor.submit(d))
+            status = await st.ingestor.submit_async(d)
         except Exception:
             return 503, {"detail": "the delivery could not be stored; nothing was kept, retry"}
         return (202 if status == "accepted" else 200), {
@@ -527,6 +542,11 @@ class Receivers:
             "event": d.event,
             "status": status,
         }
+
+
+# the request headers the receivers read (the kept ones, the GitLab token and the length):
+# raw lower-case name → name
+_WANTED = {h.encode("latin-1"): h for h in (*KEPT_HEADERS, "x-gitlab-token", "content-length")}
 
 
 async def _reply(send: Any, status: int, data: dict[str, Any], *extra: tuple[bytes, bytes]) -> None:
@@ -538,6 +558,17 @@ async def _reply(send: Any, status: int, data: dict[str, Any], *extra: tuple[byt
                     (b"content-length", str(len(body)).encode()), *extra],
     })  # fmt: skip
     await send({"type": "http.response.body", "body": body})
+
+
+def http_stack() -> tuple[str, str]:
+    """uvicorn's HTTP parser and event loop: the C ones (httptools, uvloop — dependencies of
+    the server) when importable, else the pure-Python h11 and asyncio. Named explicitly so
+    the server says which it runs; deliveries cost several times more CPU on the fallbacks."""
+    import importlib.util
+
+    http = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return http, loop
 
 
 def _version() -> str:

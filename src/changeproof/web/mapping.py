@@ -211,8 +211,9 @@ def gitlab(
 
 def map_delivery(
     source: str, event: str, body: bytes, raw_sha: str, received_us: int, lookup: Lookup,
-    settings: Settings,
+    settings: Settings, *, data: Any = None,
 ) -> Mapped:  # fmt: skip
+    """``data``: ``body`` already parsed by the caller (a dict); anything else, parsed here."""
     known = (
         event in {"pull_request", "pull_request_review", "push", "check_run", "check_suite",
                   "status", "deployment", "deployment_status", "workflow_run",
@@ -222,7 +223,8 @@ def map_delivery(
     )  # fmt: skip
     if not known:
         return Mapped(note=f"{source} event {event!r} is not used: kept as raw evidence")
-    data = json.loads(body)
+    if not isinstance(data, dict):
+        data = json.loads(body)
     if not isinstance(data, dict):
         raise ValueError("the payload is not a JSON object")
     received = from_us(received_us)

@@ -11,6 +11,8 @@ deliveries to evidence asynchronously (on PostgreSQL several servers can share t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -21,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -142,6 +144,11 @@ def describe(source: str, event: str, body: bytes) -> tuple[str | None, str | No
         data = json.loads(body)
     except ValueError:
         return None, None
+    return describe_data(source, data)
+
+
+def describe_data(source: str, data: Any) -> tuple[str | None, str | None]:
+    """:func:`describe` of a payload already parsed."""
     if not isinstance(data, dict):
         return None, None
     if source == "github":
@@ -156,18 +163,21 @@ def describe(source: str, event: str, body: bytes) -> tuple[str | None, str | No
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Item:
     delivery: Delivery
-    future: Future[str] = field(default_factory=Future)
+    # an asyncio future (a receiver on the event loop) or a thread-safe one (anyone else)
+    future: asyncio.Future[str] | Future[str]
 
 
 class Ingestor:
     """One writer thread committing queued deliveries in batches (group commit).
 
-    ``submit`` returns a future that resolves to ``"accepted"`` (new, now committed) or
-    ``"duplicate"`` (this delivery id was committed before), or fails if the commit failed —
-    the receiver then answers 503 and the sender retries: nothing was kept.
+    ``submit`` (any thread) and ``submit_async`` (on the event loop) give a future that
+    resolves to ``"accepted"`` (new, now committed) or ``"duplicate"`` (this delivery id was
+    committed before), or fails if the commit failed — the receiver then answers 503 and the
+    sender retries: nothing was kept. A future resolves only after the commit that contains
+    its delivery: no 2xx before the delivery is durably in the locker.
     """
 
     def __init__(
@@ -184,7 +194,8 @@ class Ingestor:
         self.signer = signer
         self.lock = lock
         self.max_batch = max_batch
-        self._q: queue.Queue[_Item | None] = queue.Queue()
+        # SimpleQueue: C-implemented, no Condition objects per put/get (one put per delivery)
+        self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.on_commit: Callable[[], None] = lambda: None
         self.batches = 0
@@ -205,9 +216,16 @@ class Ingestor:
             self._thread = None
 
     def submit(self, d: Delivery) -> Future[str]:
-        item = _Item(d)
-        self._q.put(item)
-        return item.future
+        fut: Future[str] = Future()
+        self._q.put(_Item(d, fut))
+        return fut
+
+    def submit_async(self, d: Delivery) -> asyncio.Future[str]:
+        """From a coroutine on the running loop: the batch's results come back to the loop
+        in one call (one wake-up per commit, not one per delivery)."""
+        fut: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._q.put(_Item(d, fut))
+        return fut
 
     def _run(self) -> None:
         while True:
@@ -233,79 +251,112 @@ class Ingestor:
                 return
 
     def _commit(self, batch: list[_Item]) -> None:
+        outcome: list[str] | None = None
+        error: Exception | None = None
         try:
             outcome = self.write(self.store, self.signer, [i.delivery for i in batch], self.lock)
         except Exception as exc:  # the whole batch rolled back: every sender retries
             log.exception("webhook batch of %d not stored", len(batch))
-            for i in batch:
-                i.future.set_exception(exc)
-            return
-        self.batches += 1
-        self.last_commit = time.monotonic()
-        for i, status in zip(batch, outcome, strict=True):
-            i.future.set_result(status)
-        self.on_commit()
+            error = exc
+        else:
+            self.batches += 1
+            self.last_commit = time.monotonic()
+        loops: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[str], str | None]]] = {}
+        for n, i in enumerate(batch):
+            status = outcome[n] if outcome is not None else None
+            if isinstance(i.future, asyncio.Future):
+                loops.setdefault(i.future.get_loop(), []).append((i.future, status))
+            elif status is not None:
+                i.future.set_result(status)
+            else:
+                assert error is not None
+                i.future.set_exception(error)
+        for loop, settle in loops.items():
+            # a closed loop (shutdown): nobody is waiting any more
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, settle, error)
+        if outcome is not None:
+            self.on_commit()
 
     @staticmethod
     def write(
         store: Store, signer: Signer, deliveries: list[Delivery], lock: threading.Lock
     ) -> list[str]:
         """Store new deliveries (envelope + queue row) in one transaction; report each."""
-        d = schema.webhook_deliveries
         now = int(time.time() * 1_000_000)
+        first: dict[tuple[str, str], Delivery] = {}
+        for x in deliveries:
+            first.setdefault((x.source, x.delivery_id), x)
+        # key order: concurrent servers (PostgreSQL) lock the same queue rows in one order
+        rows = [
+            {
+                "source": x.source,
+                "delivery_id": x.delivery_id,
+                "event": x.event[:64],
+                "action": None,  # filled in by the processor
+                "repo": None,
+                "received_us": now,
+                "raw_sha256": x.sha256,
+                "status": "pending",
+                "attempts": 0,
+                "processed_us": None,
+                "recollect": False,
+                "detail": None,
+            }
+            for _, x in sorted(first.items())
+        ]
         out: list[str] = []
         with lock, store.writer(Locker(signer)) as w:
-            keys = {(x.source, x.delivery_id) for x in deliveries}
-            seen: set[tuple[str, str]] = set()
-            for source in {k[0] for k in keys}:
-                ids = [k[1] for k in keys if k[0] == source]
-                for i in range(0, len(ids), 500):
-                    seen.update(
-                        (source, r[0])
-                        for r in w.conn.execute(
-                            sa.select(d.c.delivery_id).where(
-                                d.c.source == source, d.c.delivery_id.in_(ids[i : i + 500])
-                            )
-                        )
-                    )
-            rows = []
+            # the queue rows first, in one statement that also de-duplicates: only the rows
+            # it inserted come back. On SQLite this takes the write lock before the locker
+            # reads its chain head; on PostgreSQL a concurrent server inserting the same
+            # delivery waits on the unique key here, then finds it inserted and skips it.
+            new = {(r[0], r[1]) for r in w.conn.execute(_insert_new(w.conn), rows)}
             for x in deliveries:
                 k = (x.source, x.delivery_id)
-                if k in seen:
+                if k not in new:
                     out.append("duplicate")
                     continue
-                seen.add(k)
+                new.discard(k)  # the same delivery twice in one batch: the second is a duplicate
                 out.append("accepted")
-                rows.append(
-                    {
-                        "source": x.source,
-                        "delivery_id": x.delivery_id,
-                        "event": x.event[:64],
-                        "action": None,  # filled in by the processor
-                        "repo": None,
-                        "received_us": now,
-                        "raw_sha256": x.sha256,
-                        "status": "pending",
-                        "attempts": 0,
-                        "processed_us": None,
-                        "recollect": False,
-                        "detail": None,
-                    }
-                )
-            if rows:
-                # the queue rows first: on SQLite this takes the write lock before the
-                # locker reads its chain head; on PostgreSQL a concurrent server inserting
-                # the same delivery waits here, then skips it
-                from changeproof.store import upsert
-
-                upsert(w.conn, d, rows, ("source", "delivery_id"))
-                for x in deliveries:
-                    if (x.source, x.delivery_id) in {(r["source"], r["delivery_id"]) for r in rows}:
-                        w.put_raw(
-                            x.envelope(), kind=f"webhook.{x.source}", source=x.source,
-                            media_type=MEDIA_TYPE,
-                        )  # fmt: skip
+                w.put_raw(
+                    x.envelope(), kind=f"webhook.{x.source}", source=x.source,
+                    media_type=MEDIA_TYPE, sha256=x.sha256,
+                )  # fmt: skip
         return out
+
+
+def _settle(settle: list[tuple[asyncio.Future[str], str | None]], error: Exception | None) -> None:
+    for fut, status in settle:
+        if fut.done():  # the sender went away and the request was cancelled
+            continue
+        if status is not None:
+            fut.set_result(status)
+        else:
+            assert error is not None
+            fut.set_exception(error)
+
+
+@functools.cache
+def _insert_new_for(dialect: str) -> Any:
+    d = schema.webhook_deliveries
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(d)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(d)
+    return stmt.on_conflict_do_nothing(index_elements=["source", "delivery_id"]).returning(
+        d.c.source, d.c.delivery_id
+    )
+
+
+def _insert_new(conn: sa.Connection) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING the keys inserted (built once per dialect:
+    SQLAlchemy's statement cache then skips compiling it per batch)."""
+    return _insert_new_for(conn.dialect.name)
 
 
 class Processor:
@@ -397,10 +448,15 @@ class Processor:
                 action = repo = None
                 try:
                     _, body = parse_envelope(bytes(bodies[r.raw_sha256]))
-                    action, repo = describe(r.source, r.event, body)
+                    try:  # parsed once for the queue's columns and the mapping
+                        data = json.loads(body)
+                    except ValueError:  # map_delivery raises it again (kept as the error)
+                        data = _UNPARSED
+                    action, repo = describe_data(r.source, data)
                     m = map_delivery(
                         r.source, r.event, body, r.raw_sha256, r.received_us,
                         lambda key: _current_deployment(conn, key), self.settings,
+                        data=data,
                     )  # fmt: skip
                     if m.records:
                         for rec in m.records:
@@ -430,6 +486,9 @@ class Processor:
             w.flush()
         self.processed += len(rows)
         return len(rows)
+
+
+_UNPARSED = object()  # not a dict: describe_data ignores it, map_delivery parses the body
 
 
 def _current_deployment(conn: sa.Connection, key: str) -> Any:
