@@ -12,6 +12,7 @@ record cannot exist either way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from datetime import UTC, date, datetime
@@ -121,17 +122,23 @@ class Actor(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
     def keys(self) -> frozenset[str]:
         """Every identifier this actor can be recognised by (login, email, name)."""
-        out = {k.lower() for k in (self.login, self.email) if k}
-        if self.name and self.name.strip():
-            # Forges often know a committer only by name and email, a reviewer only by login.
-            # Matching display names too can only make a participant of someone (their approval
-            # then doesn't count) — never make an approval count: the fail-closed direction.
-            out.add("name:" + " ".join(self.name.lower().split()))
-        if self.email and self.email.lower().endswith("@users.noreply.github.com"):
-            # 12345+login@users.noreply.github.com and login@users.noreply.github.com
-            local = self.email.split("@", 1)[0]
-            out.add(local.split("+", 1)[-1].lower())
-        return frozenset(out)
+        return _actor_keys(self.login, self.email, self.name)
+
+
+@functools.lru_cache(maxsize=65536)
+def _actor_keys(login: str | None, email: str | None, name: str | None) -> frozenset[str]:
+    # cached: the same people appear on change after change (and the check asks often)
+    out = {k.lower() for k in (login, email) if k}
+    if name and name.strip():
+        # Forges often know a committer only by name and email, a reviewer only by login.
+        # Matching display names too can only make a participant of someone (their approval
+        # then doesn't count) — never make an approval count: the fail-closed direction.
+        out.add("name:" + " ".join(name.lower().split()))
+    if email and email.lower().endswith("@users.noreply.github.com"):
+        # 12345+login@users.noreply.github.com and login@users.noreply.github.com
+        local = email.split("@", 1)[0]
+        out.add(local.split("+", 1)[-1].lower())
+    return frozenset(out)
 
 
 class CommitInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -390,7 +390,12 @@ class Settings(_S, frozen=True):
         if low.endswith("[bot]"):
             return True
         ids = self.identities
-        return low in {x.lower() for x in (*ids.bots, *ids.service_accounts, *ids.ai_reviewers)}
+        return low in lowered_names((*ids.bots, *ids.service_accounts, *ids.ai_reviewers))
+
+
+@functools.lru_cache(maxsize=256)
+def lowered_names(names: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(x.lower() for x in names)
 
 
 def path_matches(path: str, patterns: Sequence[str]) -> bool:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from changeproof.evidence import Actor, Change, CommitInfo, Review
-from changeproof.settings import Settings, path_matches
+from changeproof.settings import Settings, lowered_names, path_matches
 
 RISK_RE = re.compile(
     r"(?im)^\s*(?:[-*]\s*)?\**risk(?:\s*level)?\**\s*[:=]\s*\**\s*(low|medium|high)\b"
@@ -24,7 +24,7 @@ def actor_keys(actor: Actor | None) -> frozenset[str]:
 
 
 def is_web_flow(actor: Actor, settings: Settings) -> bool:
-    names = {x.lower() for x in settings.identities.web_flow_committers}
+    names = lowered_names(settings.identities.web_flow_committers)
     return bool(
         (actor.login and actor.login.lower() in names)
         or (actor.email and actor.email.lower() == "noreply@github.com")
