@@ -177,7 +177,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--changes", type=int, default=100_000)
     ap.add_argument("--sample", type=int, default=60)
+    ap.add_argument(
+        "--jobs", type=int, default=0, help="processes judging changes (default: one per CPU)"
+    )
     args = ap.parse_args()
+    if args.jobs <= 0:
+        from changeproof.evaluate import default_jobs
+
+        args.jobs = default_jobs()
     with tempfile.TemporaryDirectory(prefix="cp-audit-bench-") as d:
         root = Path(d)
         signer = Signer.generate(root / "keys")
@@ -196,6 +203,7 @@ def main() -> None:
             sample=args.sample,
             seed="benchmark-seed",
             zip=True,
+            jobs=args.jobs,
         )
         t1 = time.perf_counter()
         result = run_audit(store, Settings(), signer, req)
@@ -221,6 +229,7 @@ def main() -> None:
         "verify_s": round(verify_s, 2),
         "verify_folder_s": round(verify_dir_s, 2),
         "peak_rss_mb": round(rss_mb),
+        "jobs": args.jobs,
         "phases_s": result.timings,
     }
     print(f"{'population':<28} {args.changes:>10,} changes (built in {build_s:.1f} s)")
@@ -231,7 +240,8 @@ def main() -> None:
         print(f"{'  ' + phase:<28} {secs:>10.2f} s")
     print(f"{'verify zip (target <= 5 s)':<28} {verify_s:>10.2f} s")
     print(f"{'verify folder':<28} {verify_dir_s:>10.2f} s")
-    print(f"{'peak RSS':<28} {rss_mb:>10.0f} MB")
+    print(f"{'peak RSS':<28} {rss_mb:>10.0f} MB (main process)")
+    print(f"{'processes judging changes':<28} {args.jobs:>10}")
     print(json.dumps(figures))
 
 

@@ -580,22 +580,39 @@ def shipped_changes(
     with store.connect() as conn:
         for r, deps in by_repo.items():
             deps.sort(key=lambda d: d.started_at)
+            # where each deployed commit sits (a few IN queries, not two queries a deployment)
+            at: dict[str, tuple[str, int]] = {}
+            shas = sorted({d.commit_sha for d in deps})
+            for i in range(0, len(shas), 500):
+                q = sa.select(ci.c.sha, ci.c.branch, ci.c.seq).where(
+                    ci.c.repo == r, ci.c.sha.in_(shas[i : i + 500])
+                )
+                for sha, branch, seq in conn.execute(q):
+                    at[str(sha)] = (str(branch), int(seq))
+            # each such branch's changes in first-parent order, read once
+            lines: dict[str, tuple[list[int], list[str]]] = {}
+            for branch in sorted({b for b, _ in at.values()}):
+                seqs: list[int] = []
+                keys: list[str] = []
+                q = (
+                    sa.select(ci.c.seq, ci.c.change_key)
+                    .where(ci.c.repo == r, ci.c.branch == branch)
+                    .order_by(ci.c.seq)
+                )
+                for row in conn.execute(q):
+                    seqs.append(int(row[0]))
+                    keys.append(str(row[1]))
+                lines[branch] = (seqs, keys)
             last_seq: dict[str, int] = {}
             for d in deps:
-                row = conn.execute(
-                    sa.select(ci.c.branch, ci.c.seq).where(ci.c.repo == r, ci.c.sha == d.commit_sha)
-                ).first()
-                if row is None:
+                hit = at.get(d.commit_sha)
+                if hit is None:
                     continue
-                branch, seq = str(row[0]), int(row[1])
+                branch, seq = hit
                 prev = last_seq.get(branch)
-                q = sa.select(ci.c.change_key).where(
-                    ci.c.repo == r, ci.c.branch == branch, ci.c.seq <= seq
-                )
-                if prev is not None:
-                    q = q.where(ci.c.seq > prev)
-                keys = sorted({str(k) for (k,) in conn.execute(q)})
-                out[d.id] = tuple(keys)
+                seqs, keys = lines[branch]
+                lo = 0 if prev is None else bisect.bisect_right(seqs, prev)
+                out[d.id] = tuple(sorted(set(keys[lo : bisect.bisect_right(seqs, seq)])))
                 last_seq[branch] = max(seq, prev or seq)
     return out
 
