@@ -32,7 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from changeproof.evaluate import run_check
+from changeproof.evaluate import default_jobs, run_check
 from changeproof.evidence import (
     Actor,
     Change,
@@ -344,7 +344,7 @@ def bench_backend(
                 conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
         now = T0 + STEP * args.changes + timedelta(days=1)
         t = time.perf_counter()
-        run = run_check(store, settings, now)
+        run = run_check(store, settings, now, jobs=args.jobs or default_jobs())
         took = time.perf_counter() - t
         chk = args.changes / took
         print(
@@ -370,6 +370,9 @@ def main() -> None:
     ap.add_argument("--gate-runs", type=int, default=21)
     ap.add_argument("--deploy-every", type=int, default=100)
     ap.add_argument("--backends", default="sqlite,postgres")
+    ap.add_argument(
+        "--jobs", type=int, default=0, help="processes judging changes (default: one per CPU)"
+    )
     ap.add_argument(
         "--pg-url",
         default=os.environ.get("CHANGEPROOF_TEST_PG_URL") or os.environ.get("PG_URL"),
