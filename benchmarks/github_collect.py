@@ -5,9 +5,11 @@ requested, 60+ reviews / 70 commits / 150 files on ~1% each, ~1.5% renames, merg
 60% squash / 20% merge / 10% rebase / 10% merge queue, a direct push every 60 PRs, a staging
 deployment every 10 PRs and an approved production one every 40), 50 ms latency per request.
 
-Prints requests and GraphQL points per 1,000 merged PRs, wall time, and what a re-collect with
-nothing changed costs. Per-run artefacts (CI log archives: one download per workflow run) are
-counted separately from the API requests that carry the evidence. Last line: JSON.
+Prints requests and GraphQL points per 1,000 merged PRs (with where they go), wall and CPU
+time (the replay server runs in this process, so CPU covers both sides; the machine's load
+average is printed), the page sizes the collector chose, and what a re-collect with nothing
+changed costs. Per-run artefacts (CI log archives: one download per workflow run) are counted
+separately from the API requests that carry the evidence. Last line: JSON.
 
     python benchmarks/github_collect.py [--repos 20] [--prs 500] [--latency 0.05] [--workers 8]
                                         [--page-size 50]
@@ -17,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from changeproof.demo_github import GitHubReplay, ReplayServer, generate_org
@@ -40,7 +44,10 @@ def main() -> None:
     ap.add_argument("--prs", type=int, default=500)
     ap.add_argument("--latency", type=float, default=0.05)
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--page-size", type=int, default=50, help="merged PRs per GraphQL page")
+    ap.add_argument("--page-size", type=int, default=50, help="merged PRs on a branch's first page")
+    ap.add_argument(
+        "--fixed-pages", action="store_true", help="keep every page at --page-size (no growth)"
+    )
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -52,23 +59,21 @@ def main() -> None:
         store = Store.open(f"sqlite:///{Path(tmp) / 'store.db'}")
         signer = Signer.generate(Path(tmp) / "keys")
 
-        def run() -> tuple[HttpClient, float, list]:  # type: ignore[type-arg]
+        def run() -> tuple[HttpClient, GitHubSource, float, float, list]:  # type: ignore[type-arg]
             client = HttpClient(url, error_mapper=github_error_mapper, timeout_s=60)
-            src = GitHubSource(
-                client,
-                Settings(),
-                api_url=url,
-                options=Options(workers=args.workers, page_size=args.page_size),
-            )
-            t = time.perf_counter()
+            opts = Options(workers=args.workers, page_size=args.page_size)
+            if args.fixed_pages:
+                opts = Options(workers=args.workers, page_size=args.page_size, grow_below_s=0.0)
+            src = GitHubSource(client, Settings(), api_url=url, options=opts)
+            t, cpu = time.perf_counter(), time.process_time()
             src.validate(names)
             res = src.collect(store, signer, names)
-            wall = time.perf_counter() - t
+            wall, cpu = time.perf_counter() - t, time.process_time() - cpu
             client.close()
-            return client, wall, res
+            return client, src, wall, cpu, res
 
-        first, wall, results = run()
-        again, rewall, _ = run()
+        first, source, wall, cpu_s, results = run()
+        again, _, rewall, _, _ = run()
         store.close()
 
     prs = sum(r.pull_requests for r in results)
@@ -87,7 +92,12 @@ def main() -> None:
         ("  per 1,000 merged PRs", f"{stats['points'] * per_k:.1f}"),
         ("per-run artefacts (log archives, approvals)", f"{artefacts}"),
         ("  per 1,000 merged PRs", f"{artefacts * per_k:.1f}"),
+        *((f"  {label}", f"{n * per_k:.1f}") for label, n in _breakdown(by)),
+        ("PR pages by size (merged PRs asked for)", _sizes(source.pages)),
+        ("slowest PR page", f"{max((t for _, t in source.pages), default=0):.2f} s"),
         ("wall time, first collect", f"{wall:.1f} s"),
+        ("CPU time, first collect (collector + replay)", f"{cpu_s:.1f} s"),
+        ("load average (1, 5, 15 min) at the end", " ".join(f"{x:.1f}" for x in os.getloadavg())),
         (
             "  requests × latency ÷ workers",
             f"{stats['requests'] * args.latency / args.workers:.1f} s",
@@ -113,9 +123,41 @@ def main() -> None:
                 "artefact_requests_per_1000_prs": round(artefacts * per_k, 1),
                 "recollect_requests_per_repo": round(re_stats["requests"] / len(names), 2),
                 "wall_s": round(wall, 1),
+                "cpu_s": round(cpu_s, 1),
             }
         )
     )
+
+
+# where the evidence requests go (request kinds → a readable label)
+GROUPS = (
+    ("GraphQL PR pages (with history and deployments)", ("graphql:prs",)),
+    ("GraphQL history / deployments on their own", ("graphql:history", "graphql:deployments")),
+    ("GraphQL nested overflow", ("graphql:overflow",)),
+    ("GraphQL probes", ("graphql:probe",)),
+    ("REST old names of renamed files", ("rest:files",)),
+    (
+        "REST configuration",
+        (
+            "rest:protection",
+            "rest:rulesets",
+            "rest:ruleset",
+            "rest:environments",
+            "rest:retention",
+            "rest:rule-suites",
+        ),
+    ),
+    ("REST API check, audit log, teams", ("rest:root", "rest:audit-log", "rest:team")),
+)
+
+
+def _breakdown(by: dict[str, int]) -> list[tuple[str, int]]:
+    return [(label, sum(by.get(k, 0) for k in kinds)) for label, kinds in GROUPS]
+
+
+def _sizes(pages: list[tuple[int, float]]) -> str:
+    counts = Counter(size for size, _ in pages)
+    return ", ".join(f"{n}×{size}" for size, n in sorted(counts.items()))
 
 
 if __name__ == "__main__":

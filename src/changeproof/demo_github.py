@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import msgspec
@@ -100,6 +100,7 @@ class Org:
     audit_log: list[dict[str, Any]] | None = None  # None: not readable (403), like non-Enterprise
     teams: dict[str, list[str]] = field(default_factory=dict)
     org_rulesets: list[dict[str, Any]] = field(default_factory=list)
+    admin_readable: bool = True  # the token administers the organisation (org-level lists)
 
     def add(self, repo: Repo) -> Repo:
         self.repos[repo.full_name] = repo
@@ -681,6 +682,7 @@ def _strip(node: dict[str, Any]) -> dict[str, Any]:
 
 
 HISTORY_RE = re.compile(r'c(\d+): object\(expression: "([0-9a-f]+)~(\d+)"\)')
+PROBE_RE = re.compile(r'r(\d+): repository\(owner: "([^"]+)", name: "([^"]+)"\)')
 OVERFLOW_RE = re.compile(
     r'o(\d+): node\(id: "([^"]+)"\) \{ \.\.\. on PullRequest \{ (\w+)[^"]*?after: "([^"]*)"'
 )
@@ -792,6 +794,8 @@ class GitHubReplay:
     # --- GraphQL ---------------------------------------------------------------------------
 
     def _graphql(self, op: str, query: str, v: dict[str, Any]) -> Reply:
+        if op == "Probe":
+            return self._probes(query)
         repo = self.repo(f"{v.get('owner')}/{v.get('name')}") if v.get("owner") else None
         if op != "PullRequestOverflow" and repo is None:
             return self._json(
@@ -806,9 +810,7 @@ class GitHubReplay:
                     ],
                 }
             )
-        if op == "Probe":
-            data, cost = self._probe(repo), 1  # type: ignore[arg-type]
-        elif op == "MergedPullRequests":
+        if op == "MergedPullRequests":
             data, cost = self._prs(repo, v)  # type: ignore[arg-type]
             if HISTORY_RE.search(query):  # history carried along with the page
                 hist, hcost = self._history(repo, query)  # type: ignore[arg-type]
@@ -842,6 +844,37 @@ class GitHubReplay:
         }
         return self._json({"data": data})
 
+    def _probes(self, query: str) -> Reply:
+        """Aliased repositories, as GitHub answers them: a missing one is ``null`` with a
+        NOT_FOUND error whose path is its alias; the others still answer (HTTP 200)."""
+        data: dict[str, Any] = {}
+        errors: list[dict[str, Any]] = []
+        found = PROBE_RE.findall(query)
+        for alias, owner, name in found:
+            repo = self.repo(f"{owner}/{name}")
+            if repo is None:
+                data[f"r{alias}"] = None
+                errors.append(
+                    {
+                        "type": "NOT_FOUND",
+                        "path": [f"r{alias}"],
+                        "locations": [{"line": 3 + int(alias), "column": 3}],
+                        "message": f"Could not resolve to a Repository with the name '{owner}/{name}'.",
+                    }
+                )
+            else:
+                data[f"r{alias}"] = self._probe(repo)["repository"]
+        # six connections per repository, each one request: 6n / 100 points, at least 1
+        cost = max(1, -(-(6 * len(found)) // 100))
+        with self._lock:
+            self.points += cost
+        data["rateLimit"] = {
+            "cost": cost,
+            "remaining": 5000 - cost,
+            "resetAt": iso(datetime.now(UTC) + timedelta(hours=1)),
+        }
+        return self._json({"data": data, **({"errors": errors} if errors else {})})
+
     def _probe(self, repo: Repo) -> dict[str, Any]:
         prs = sorted(repo.prs, key=lambda p: p["updatedAt"])
         deps = repo.deployments
@@ -854,7 +887,7 @@ class GitHubReplay:
             "refs": {"pageInfo": {"hasNextPage": False, "endCursor": None}, "nodes": [{"name": n, "target": {"oid": o}} for n, o in sorted(repo.branches.items())]},
             "pullRequests": {"totalCount": len(prs), "nodes": [{"updatedAt": prs[-1]["updatedAt"]}] if prs else []},
             "deployments": {"totalCount": len(deps), "nodes": [{"databaseId": deps[-1]["databaseId"], "updatedAt": deps[-1]["updatedAt"], "latestStatus": {"state": deps[-1]["statuses"]["nodes"][0]["state"]}}] if deps else []},
-            "rulesets": {"nodes": [{"databaseId": r["id"], "updatedAt": r["updated_at"], "enforcement": r["enforcement"].upper()} for r in rulesets]},
+            "rulesets": {"pageInfo": {"hasNextPage": len(rulesets) > 50, "endCursor": _cursor(min(50, len(rulesets)))}, "nodes": [{"databaseId": r["id"], "updatedAt": r["updated_at"], "enforcement": r["enforcement"].upper(), "source": {"__typename": "Organization", "login": repo.owner} if r in org.org_rulesets else {"__typename": "Repository", "nameWithOwner": repo.full_name}} for r in rulesets[:50]]},
             "branchProtectionRules": {"nodes": [{"pattern": b, "requiresApprovingReviews": True, "requiredApprovingReviewCount": c["required_pull_request_reviews"]["required_approving_review_count"], "dismissesStaleReviews": True, "requireLastPushApproval": True, "requiresCodeOwnerReviews": False, "requiresStatusChecks": True, "requiresStrictStatusChecks": True, "requiredStatusCheckContexts": c["required_status_checks"]["contexts"], "isAdminEnforced": c["enforce_admins"]["enabled"], "allowsForcePushes": False, "allowsDeletions": False} for b, c in sorted(repo.classic.items())]},
             "environments": {"nodes": [{"name": e["name"]} for e in repo.environments]},
         }}  # fmt: skip
@@ -980,6 +1013,22 @@ class GitHubReplay:
                         },
                     )
                 return self._etag(org.audit_log, headers)
+            if parts[2:] == ["rulesets", "rule-suites"]:
+                # organisation Administration: a token that cannot administer every one of
+                # its repositories is not an organisation administrator
+                if not org.admin_readable or not all(r.admin_readable for r in org.repos.values()):
+                    return self._json(
+                        {"message": "Resource not accessible by integration"},
+                        403,
+                        {"x-accepted-github-permissions": "organization_administration=write"},
+                    )
+                suites = [
+                    {**s, "repository_name": r.name}
+                    for r in org.repos.values()
+                    for s in r.rule_suites
+                    if qs.get("rule_suite_result") in (None, s["result"])
+                ]
+                return self._paged(suites, qs, base + path)
             if parts[2] == "teams" and len(parts) == 5:
                 members = org.teams.get(parts[3])
                 if members is None:
@@ -1077,7 +1126,9 @@ class GitHubReplay:
         part = items[(page - 1) * per : page * per]
         headers = {"content-type": "application/json; charset=utf-8"}
         if page * per < len(items):
-            headers["link"] = f'<{path}?per_page={per}&page={page + 1}>; rel="next"'
+            # like GitHub: the next link keeps the request's other parameters (filters)
+            q = urlencode({**qs, "per_page": per, "page": page + 1})
+            headers["link"] = f'<{path}?{q}>; rel="next"'
         return Reply(200, msgspec.json.encode(part), headers)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -66,7 +67,12 @@ def graphql_url(api_url: str) -> str:
 class Options:
     # GitHub charges one request per parent for a nested connection whatever its ``first``,
     # so nested pages ask for the maximum (100): overflow follow-ups become rare.
-    page_size: int = 50
+    page_size: int = 50  # merged PRs on a branch's first page
+    # Pages then grow (×2, up to GraphQL's maximum of 100) while the server answers a page in
+    # under ``grow_below_s`` — a quarter of GitHub's 10 s limit, so a doubled page stays well
+    # inside it; they halve on a 502/timeout and never grow back past a size that failed.
+    max_page_size: int = 100
+    grow_below_s: float = 2.5
     reviews: int = 100
     timeline: int = 100
     commits: int = 100
@@ -120,6 +126,14 @@ class GitHubSource:
         self._write_lock = threading.Lock()
         self._probes: dict[str, dict[str, Any]] = {}
         self._org_notes: dict[str, list[str]] = {}
+        self._api_checked = False
+        # (merged PRs asked for, seconds) of every PR page: how the page size adapted
+        self.pages: list[tuple[int, float]] = []
+        # organisation / enterprise rulesets apply to many repositories: read once per run
+        self._shared: dict[tuple[str, ...], tuple[str, bytes | None]] = {}
+        self._shared_lock = threading.Lock()
+        # owner → (rule suites of all its repositories, the listing's bodies) when readable
+        self._org_suites: dict[str, tuple[list[dict[str, Any]], bytes]] = {}
 
     # --- plumbing --------------------------------------------------------------------------
 
@@ -134,19 +148,8 @@ class GitHubSource:
             yield w
 
     def _gql(self, query: str, variables: dict[str, Any], *, kind: str, **kw: Any) -> Any:
-        for attempt in range(4):
-            body = self.client.graphql(self.gql_url, query, variables, kind=kind, **kw)
-            if not isinstance(body, dict):
-                raise SourceError(
-                    f"{self.gql_url} answered with unexpected JSON", hint="check --api-url"
-                )
-            errors = body.get("errors")
-            if errors and _error_type(errors) == "RATE_LIMITED" and attempt < 3:
-                # GraphQL reports its limits inside a 200: wait as for a secondary limit
-                self.client.stats.bump("retries")
-                self.client._wait(60.0, "GraphQL rate limited")
-                continue
-            break
+        body = self._gql_body(query, variables, kind=kind, **kw)
+        errors = body.get("errors")
         if errors:
             raise graphql_error(errors, self.gql_url, variables)
         data = body.get("data")
@@ -154,10 +157,37 @@ class GitHubSource:
             raise SourceError(f"{self.gql_url} answered without data", hint="check --api-url")
         return data
 
+    def _gql_body(
+        self, query: str, variables: dict[str, Any], *, kind: str, **kw: Any
+    ) -> dict[str, Any]:
+        """The whole GraphQL answer (data and errors), rate limits inside a 200 waited out."""
+        body: dict[str, Any] = {}
+        for attempt in range(4):
+            got = self.client.graphql(self.gql_url, query, variables, kind=kind, **kw)
+            if not isinstance(got, dict):
+                raise SourceError(
+                    f"{self.gql_url} answered with unexpected JSON", hint="check --api-url"
+                )
+            body = got
+            errors = body.get("errors")
+            if errors and _error_type(errors) == "RATE_LIMITED" and attempt < 3:
+                # GraphQL reports its limits inside a 200: wait as for a secondary limit
+                self.client.stats.bump("retries")
+                self.client._wait(60.0, "GraphQL rate limited")
+                continue
+            break
+        return body
+
     # --- validation (before anything is written) -------------------------------------------
 
     def validate(self, repos: Sequence[str]) -> None:
-        """Check the API is GitHub and every repository is readable; probe each one."""
+        """Check the API is GitHub (once per run) and every repository is readable; probe
+        them all (several per request)."""
+        if not self._api_checked:
+            self._check_api()
+        self.probe_many(repos)
+
+    def _check_api(self) -> None:
         try:
             resp = self.client.request("GET", "/", kind="rest:root")
         except NotReadable:
@@ -173,19 +203,39 @@ class GitHubSource:
                 expected="https://api.github.com or https://HOST/api/v3 (GitHub Enterprise Server)",
                 hint="pass --api-url with the API address, not the web address",
             )
-        for repo in repos:
-            self.probe(repo)
+        self._api_checked = True
 
     def probe(self, repo: str) -> dict[str, Any]:
-        if repo in self._probes:
-            return self._probes[repo]
-        owner, name = split_repo(repo)
-        data = self._gql(q.PROBE, {"owner": owner, "name": name}, kind="graphql:probe")
-        r = data.get("repository")
-        if not isinstance(r, dict):
-            raise repo_not_found(repo)
-        self._probes[repo] = r
-        return r
+        self.probe_many([repo])
+        return self._probes[repo]
+
+    def probe_many(self, repos: Sequence[str]) -> None:
+        """Probe every repository not probed yet in this run, ``PROBE_BATCH`` per request
+        (aliases): a missing one answers ``null`` with a NOT_FOUND error on its alias."""
+        todo = [r for r in dict.fromkeys(repos) if r not in self._probes]
+        for i in range(0, len(todo), q.PROBE_BATCH):
+            chunk = todo[i : i + q.PROBE_BATCH]
+            names = [split_repo(r) for r in chunk]
+            body = self._gql_body(q.probe_query(names), {}, kind="graphql:probe")
+            missing: list[str] = []
+            errors = body.get("errors")
+            for e in errors or []:
+                path = e.get("path") if isinstance(e, dict) else None
+                alias = str(path[0]) if isinstance(path, list) and path else ""
+                if _error_type([e]) == "NOT_FOUND" and alias[1:].isdigit() and alias[0] == "r":
+                    missing.append(chunk[int(alias[1:])])
+                else:
+                    raise graphql_error(errors, self.gql_url, {})
+            if missing:
+                raise repo_not_found(", ".join(missing))
+            data = body.get("data")
+            if not isinstance(data, dict):
+                raise SourceError(f"{self.gql_url} answered without data", hint="check --api-url")
+            for j, repo in enumerate(chunk):
+                r = data.get(f"r{j}")
+                if not isinstance(r, dict):
+                    raise repo_not_found(repo)
+                self._probes[repo] = r
 
     def repos_of_org(self, org: str) -> list[str]:
         out: list[str] = []
@@ -226,6 +276,9 @@ class GitHubSource:
                 failures.append(f"{repo}: {exc.message}")
                 return res
 
+        self.probe_many(repos)
+        self._org_suites.clear()
+        self._read_org_suites(store, repos)
         with ThreadPoolExecutor(max_workers=max(1, self.opt.workers)) as pool:
             results = list(pool.map(run, repos))
         for owner in owners:
@@ -349,10 +402,10 @@ class GitHubSource:
 
     # --- history and PRs -------------------------------------------------------------------
 
-    def _take_history(self, r: dict[str, Any], walk: _Walk) -> None:
+    def _take_history(self, r: dict[str, Any], walk: _Walk, count: int = HISTORY_PAGE) -> None:
         """Append one stretch of ``tip~N`` aliases (c0…) to the walk; mark it done at the
         previously collected tip, the root, or past the end."""
-        for i in range(HISTORY_PAGE):
+        for i in range(count):
             node = r.get(f"c{i}")
             if not node or not node.get("oid") or node["oid"] == walk.stop:
                 walk.done = True
@@ -361,7 +414,7 @@ class GitHubSource:
             if not (node.get("parents") or {}).get("nodes"):
                 walk.done = True
                 return
-        walk.start += HISTORY_PAGE
+        walk.start += count
 
     def _finish_history(self, repo: str, walk: _Walk) -> None:
         owner, name = split_repo(repo)
@@ -420,6 +473,7 @@ class GitHubSource:
         after = store.cursor(SRC, f"{scope}:prs")
         owner, name = split_repo(repo)
         size = self.opt.page_size
+        ceiling = max(size, self.opt.max_page_size)
         pending: list[_Page] = []  # fetched pages whose overflow is still being followed
         more = True
         while True:
@@ -437,10 +491,14 @@ class GitHubSource:
                     "timeline": self.opt.timeline, "commits": self.opt.commits,
                     "files": self.opt.files, "contexts": self.opt.contexts,
                 }  # fmt: skip
-                history = None if walk.done else (walk.tip, walk.start, HISTORY_PAGE)
+                # a merged PR lands one first-parent commit or a few (rebase merges; direct
+                # pushes in between): two per PR keeps the carried history ahead of the pages
+                stretch = max(HISTORY_PAGE, 2 * size)
+                history = None if walk.done else (walk.tip, walk.start, stretch)
                 carry = deps is not None and not deps.done
                 if carry and deps is not None:
                     variables["depFirst"], variables["depAfter"] = 50, deps.after
+                started = time.monotonic()
                 try:
                     data = self._gql(
                         q.merged_prs_query(history, wanted, deployments=carry), variables,
@@ -450,10 +508,14 @@ class GitHubSource:
                     if size <= 1:
                         raise
                     size = max(1, size // 2)  # an expensive page times out: ask for less
+                    ceiling = size  # …and do not try the size that failed again
                     continue
+                took = time.monotonic() - started
+                self.pages.append((size, took))  # list.append: atomic across workers
+                fast = took < self.opt.grow_below_s
                 r = data.get("repository") or {}
                 if history is not None:
-                    self._take_history(r, walk)
+                    self._take_history(r, walk, stretch)
                 if carry and deps is not None:
                     self._store_deployments(store, signer, repo, r.get("dep") or {}, deps, res)
                 conn = r.get("pullRequests") or {}
@@ -463,7 +525,8 @@ class GitHubSource:
                 pending.append(_Page(nodes, page.get("endCursor")))
                 after = str(page["endCursor"]) if page.get("endCursor") else after
                 more = bool(page.get("hasNextPage"))
-                size = min(self.opt.page_size, size * 2)
+                if fast:
+                    size = min(ceiling, size * 2)
             else:
                 data = self._gql(q.overflow_query(wanted), {}, kind="graphql:overflow")
                 _apply_overflow(pending, wanted, data)
@@ -710,44 +773,69 @@ class GitHubSource:
             bodies[path] = body
             return msgspec.json.decode(body)
 
+        def shared_get(path: str, kind: str, key: tuple[str, ...]) -> Any:
+            """A body many repositories share (an organisation ruleset): read once per run."""
+            with self._shared_lock:
+                got = self._shared.get(key)
+                if got is None:
+                    got = (path, self._cached_get(store, path, kind, etags)[1])
+                    self._shared[key] = got
+            where, body = got
+            if body is None:
+                return None
+            bodies[where] = body
+            return msgspec.json.decode(body)
+
         classic: dict[str, Any] = {}
         readable = True
-        for b in branches:
+        bpr = (probe.get("branchProtectionRules") or {}).get("nodes") or []
+        # no protection rule at all (GraphQL): every branch would answer 404 "not protected"
+        for b in branches if bpr else []:
             body = get(f"/repos/{repo}/branches/{b}/protection", "rest:protection")
             if body is not None:
                 classic[b] = body
-        bpr = (probe.get("branchProtectionRules") or {}).get("nodes") or []
         if bpr and not classic:
             readable = False  # rules exist (GraphQL) but REST refused: the token lacks admin
             res.notes.append(
                 f"{repo}: classic branch protection exists but is not readable "
                 "(needs Administration: read)"
             )
-        summaries = get(f"/repos/{repo}/rulesets?includes_parents=true", "rest:rulesets") or []
         rulesets = []
-        for s in summaries:
+        for rid, source in self._ruleset_ids(repo, probe, get):
             # organisation rulesets are readable through the repository with includes_parents
-            detail = get(f"/repos/{repo}/rulesets/{s['id']}?includes_parents=true", "rest:ruleset")
+            path = f"/repos/{repo}/rulesets/{rid}?includes_parents=true"
+            if source is None:
+                detail = get(path, "rest:ruleset")
+            else:
+                detail = shared_get(path, "rest:ruleset", ("ruleset", *source, str(rid)))
             if detail is not None:
                 rulesets.append(detail)
-        envs = (get(f"/repos/{repo}/environments", "rest:environments") or {}).get(
-            "environments"
-        ) or []
+        envs: list[dict[str, Any]] = []
+        if ((probe.get("environments") or {}).get("nodes")) or "environments" not in probe:
+            envs = (get(f"/repos/{repo}/environments", "rest:environments") or {}).get(
+                "environments"
+            ) or []
         retention = get(
             f"/repos/{repo}/actions/permissions/artifact-and-log-retention", "rest:retention"
         )
         days = (
             int(retention["days"]) if isinstance(retention, dict) and "days" in retention else None
         )
-        try:
-            suites, suites_body = self._all_pages(
-                f"/repos/{repo}/rulesets/rule-suites",
-                {"rule_suite_result": "bypass"},
-                "rest:rule-suites",
-            )
-        except SourceError:
-            suites, suites_body = [], b""
-            res.notes.append(f"{repo}: rule-suite bypasses not readable (needs repository admin)")
+        org_suites = self._org_suites.get(split_repo(repo)[0])
+        if org_suites is not None:
+            name = split_repo(repo)[1]
+            suites = [i for i in org_suites[0] if i.get("repository_name") == name]
+            suites_body = org_suites[1]
+        else:
+            try:
+                suites, suites_body = self._all_pages(
+                    f"/repos/{repo}/rulesets/rule-suites", SUITES_PARAMS, "rest:rule-suites"
+                )
+            except SourceError:
+                suites, suites_body = [], b""
+                res.notes.append(
+                    f"{repo}: rule-suite bypasses not readable (needs repository admin)"
+                )
         now = self.now()
         with self._tx(store, signer) as w:
             raw = w.put_raw(canonical_json({k: msgspec.json.decode(v) for k, v in sorted(bodies.items())}),
@@ -788,6 +876,57 @@ class GitHubSource:
                         res.bypasses += 1
             for path, state in etags.items():
                 w.set_cursor(SRC, f"etag:{path}", state)
+
+    def _ruleset_ids(
+        self, repo: str, probe: dict[str, Any], get: Callable[[str, str], Any]
+    ) -> list[tuple[int, tuple[str, str] | None]]:
+        """(id, shared source or None) of every ruleset that applies to the repository.
+
+        The probe already lists them (GraphQL, with parents); only past its 50 does the REST
+        list answer instead. A ruleset whose source is an organisation or enterprise is the
+        same body for every repository it applies to."""
+        conn = probe.get("rulesets")
+        if not isinstance(conn, dict) or (conn.get("pageInfo") or {}).get("hasNextPage"):
+            summaries = get(f"/repos/{repo}/rulesets?includes_parents=true", "rest:rulesets")
+            return [(int(s["id"]), None) for s in summaries or []]
+        out: list[tuple[int, tuple[str, str] | None]] = []
+        for n in conn.get("nodes") or []:
+            if not n or n.get("databaseId") is None:
+                continue
+            src = n.get("source") or {}
+            kind = str(src.get("__typename") or "")
+            owner = src.get("login") or src.get("slug")
+            shared = (
+                (kind, str(owner)) if kind in ("Organization", "Enterprise") and owner else None
+            )
+            out.append((int(n["databaseId"]), shared))
+        return out
+
+    def _config_due(self, store: Store, repo: str) -> bool:
+        """Whether this run re-reads the repository's configuration (see collect_repo)."""
+        fp = self.fingerprint(self.probe(repo))
+        prev_raw = store.cursor(SRC, f"{repo}:probe")
+        prev = msgspec.json.decode(prev_raw) if prev_raw else {}
+        return prev != fp and (prev.get("config") != fp["config"] or prev.get("tips") != fp["tips"])
+
+    def _read_org_suites(self, store: Store, repos: Sequence[str]) -> None:
+        """Rule-suite bypasses of every due repository of an organisation in one listing
+        (GitHub: organisation Administration); per repository when that is not readable."""
+        by_owner: dict[str, list[str]] = {}
+        for r in repos:
+            by_owner.setdefault(split_repo(r)[0], []).append(r)
+        for owner, mine in sorted(by_owner.items()):
+            probe = self._probes.get(mine[0]) or {}
+            if (probe.get("owner") or {}).get("__typename") != "Organization":
+                continue
+            due = [r for r in mine if self._config_due(store, r)]
+            if len(due) < 2:
+                continue  # one repository: its own listing costs the same
+            # not an organisation administrator: each repository's own listing instead
+            with contextlib.suppress(SourceError):
+                self._org_suites[owner] = self._all_pages(
+                    f"/orgs/{owner}/rulesets/rule-suites", SUITES_PARAMS, "rest:rule-suites"
+                )
 
     def _all_pages(
         self, path: str, params: dict[str, Any], kind: str
@@ -853,6 +992,8 @@ class GitHubSource:
 
 
 MAX_OVERFLOW = 50  # follow-ups carried by one request
+# bypasses only; GitHub lists the past day unless asked (a month is the longest it keeps)
+SUITES_PARAMS = {"rule_suite_result": "bypass", "time_period": "month"}
 UNSETTLED = frozenset({"PENDING", "QUEUED", "IN_PROGRESS", "WAITING"})
 
 

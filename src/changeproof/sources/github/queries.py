@@ -63,10 +63,10 @@ PULL_REQUEST = f"""id number title body url createdAt updatedAt mergedAt
   statusCheckRollup {{ contexts(first: $contexts) {{ {PAGE} nodes {{ {CONTEXT} }} }} }}
   files(first: $files) {{ {PAGE} nodes {{ {FILE} }} }}"""
 
-PROBE = f"""query Probe($owner: String!, $name: String!) {{
-  {RATE}
-  repository(owner: $owner, name: $name) {{
-    nameWithOwner isArchived
+# What a probe reads of one repository. Rulesets come with their source, so organisation (and
+# enterprise) rulesets shared by many repositories are read once per run, and their ids, so the
+# REST list of rulesets is not needed.
+PROBE_REPO = f"""nameWithOwner isArchived
     owner {{ __typename login }}
     defaultBranchRef {{ name target {{ oid }} }}
     refs(refPrefix: "refs/heads/", first: 100) {{ {PAGE} nodes {{ name target {{ oid }} }} }}
@@ -74,14 +74,34 @@ PROBE = f"""query Probe($owner: String!, $name: String!) {{
       totalCount nodes {{ updatedAt }} }}
     deployments(first: 1, orderBy: {{field: CREATED_AT, direction: DESC}}) {{
       totalCount nodes {{ databaseId updatedAt latestStatus {{ state }} }} }}
-    rulesets(first: 50, includeParents: true) {{ nodes {{ databaseId updatedAt enforcement }} }}
+    rulesets(first: 50, includeParents: true) {{ {PAGE} nodes {{ databaseId updatedAt enforcement
+      source {{ __typename ... on Organization {{ login }} ... on Enterprise {{ slug }}
+        ... on Repository {{ nameWithOwner }} }} }} }}
     branchProtectionRules(first: 50) {{ nodes {{ pattern requiresApprovingReviews
       requiredApprovingReviewCount dismissesStaleReviews requireLastPushApproval
       requiresCodeOwnerReviews requiresStatusChecks requiresStrictStatusChecks
       requiredStatusCheckContexts isAdminEnforced allowsForcePushes allowsDeletions }} }}
-    environments(first: 50) {{ nodes {{ name }} }}
-  }}
-}}"""
+    environments(first: 50) {{ nodes {{ name }} }}"""
+
+PROBE_BATCH = 25  # repositories per probe request (≈6 connections each: well under 1 point)
+
+
+def probe_query(repos: Sequence[tuple[str, str]]) -> str:
+    """One request probing several repositories: alias ``r<i>`` for ``repos[i]`` (owner, name).
+    A repository that does not exist comes back ``null`` with a NOT_FOUND error whose path is
+    its alias; the others still answer."""
+    lit = json.dumps
+    body = "\n  ".join(
+        f"r{i}: repository(owner: {lit(o)}, name: {lit(n)}) {{ ...ProbeRepo }}"
+        for i, (o, n) in enumerate(repos)
+    )
+    return (
+        f"query Probe {{\n  {RATE}\n  {body}\n}}\n"
+        f"fragment ProbeRepo on Repository {{\n    {PROBE_REPO}\n}}"
+    )
+
+
+PROBE = probe_query([("octo-org", "api")])
 
 DEPLOYMENT = f"""databaseId environment commitOid createdAt updatedAt state
   creator {{ {ACTOR} }}
@@ -197,6 +217,7 @@ def all_queries() -> list[str]:
     sample = "0123456789abcdef0123456789abcdef01234567"
     return [
         PROBE,
+        probe_query([("octo-org", "api"), ("octo-org", "web"), ("octocat", "Hello-World")]),
         MERGED_PRS,
         DEPLOYMENTS,
         history_query(sample, 0, 1),
@@ -206,4 +227,6 @@ def all_queries() -> list[str]:
             (sample, 0, 100), [("PR_x", name, "Y3Vyc29yOjUw") for name in OVERFLOW_FIELDS]
         ),
         merged_prs_query(None, [("PR_x", "files", "Y3Vyc29yOjUw")], deployments=True),
+        # a page of 100 PRs carries 200 commits of history
+        merged_prs_query((sample, 200, 200), (), deployments=True),
     ]
