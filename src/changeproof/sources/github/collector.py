@@ -2,18 +2,21 @@
 
 Per repository (repositories run concurrently; database writes are serialised):
 
-1. **Probe** (1 GraphQL request): branch tips, the newest merged-PR update, the newest deployment
-   and a fingerprint of the protection configuration. Nothing changed → done.
+1. **Probe** (one GraphQL request per 25 repositories, before any of them): branch tips, the
+   newest merged-PR update, the newest deployment and a fingerprint of the protection
+   configuration. Nothing changed → done.
 2. **First-parent history** from the tip back to the last collected tip: ``tip~N`` aliases,
    100 per request, with associated PRs. A commit is attributed to the PR whose merge commit it
    is; earlier commits of a rebase merge to that PR; anything else is a direct push.
-3. **Merged PRs** into each controlled branch, 50 per page with nested reviews (with the commit
-   each approved), timeline, commits, check rollup and files; page size halves on 502/timeouts;
-   nested overflow is followed in one batched request per page.
+3. **Merged PRs** into each controlled branch, 50 on the first page, then up to 100 while pages
+   answer fast, with nested reviews (with the commit each approved), timeline, commits, check
+   rollup and files; page size halves on 502/timeouts and does not grow back past a size that
+   failed; nested overflow is followed in one batched request per page.
 4. **Deployments** (GraphQL) with statuses; approvals of deployments that waited (REST).
 5. **Configuration** (REST, ETag-conditional, only when the fingerprint moved): classic
-   protection, rulesets incl. organisation ones and bypass actors, environments, log retention,
-   rule-suite bypasses; the organisation audit log's policy overrides where readable.
+   protection, rulesets incl. organisation ones (read once per run) and bypass actors,
+   environments, log retention, rule-suite bypasses (listed once per organisation when
+   readable); the organisation audit log's policy overrides where readable.
 
 Every page commits in its own transaction together with its cursor, so a killed run resumes
 where it stopped and ends with the same store as an uninterrupted one. A repository that cannot
