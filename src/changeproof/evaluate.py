@@ -96,12 +96,6 @@ class Summary:
     counts: dict[str, Counter[str]] = field(default_factory=dict)
     subjects: int = 0
 
-    def add(self, control: str, outcome: str) -> None:
-        c = self.counts.get(control)
-        if c is None:
-            c = self.counts[control] = Counter()
-        c[outcome] += 1
-
     @property
     def ok(self) -> bool:
         return all(
@@ -438,7 +432,34 @@ def iter_result_rows(
     ``jobs`` > 1 judges changes in that many worker processes once the store holds at least
     ``parallel_from`` changes (the results, their order and their digests are the same as
     in-process)."""
-    p = period or Period(None, None)
+    groups = _row_groups(
+        store, settings, now, p=period or Period(None, None), repo=repo, ctx=ctx,
+        on_change=on_change, extra=extra, jobs=jobs, parallel_from=parallel_from,
+    )  # fmt: skip
+    try:
+        for group in groups:
+            for row in group:
+                yield ResultRow(*row)
+    finally:
+        groups.close()
+
+
+def _row_groups(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    *,
+    p: Period,
+    repo: str | None,
+    ctx: Context | None,
+    on_change: Callable[[], None] | None,
+    extra: Mapping[str, Any] | None,
+    jobs: int,
+    parallel_from: int,
+) -> Generator[tuple[_Row, ...], None, None]:
+    """:func:`iter_result_rows` as plain tuples, one group per change or record result (the
+    check consumes whole groups: per-row Python work in the main process is what limits it
+    when workers judge)."""
     base_extra = {**(extra or {}), "period": (p.start, p.end)}
     if ctx is None:
         ctx = build_context(store, settings, now, extra=base_extra)
@@ -464,8 +485,7 @@ def iter_result_rows(
         if j.iac_approvals:
             iac_approvals[j.id] = j.iac_approvals
         pop.observe(j)
-        for row in j.rows:
-            yield ResultRow(*row)
+        yield j.rows
         if on_change is not None:
             on_change()
     if not RECORD_CONTROLS:
@@ -499,9 +519,8 @@ def iter_result_rows(
     )
     for control in RECORD_CONTROLS:
         for subject, dig in control.subjects(ctx):
-            yield result_row(
-                apply_exceptions(control.evaluate(subject, ctx, dig), frozenset(), ctx)
-            )
+            r = apply_exceptions(control.evaluate(subject, ctx, dig), frozenset(), ctx)
+            yield (_plain(result_row(r)),)
         if control.record_kind is None:
             continue
         for dig, rec in store.iter_records(record_type(control.record_kind), repo=repo):
@@ -510,7 +529,8 @@ def iter_result_rows(
                 continue
             if p.end is not None and occurred >= p.end:
                 continue
-            yield result_row(apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx))
+            r = apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx)
+            yield (_plain(result_row(r)),)
 
 
 def iter_results(
@@ -708,13 +728,16 @@ class _ResultWriter:
         self.rows: list[Any] = []
 
     def add(self, r: ResultRow) -> None:
-        row = (self.run_id, *r)
-        if self.order is None:
-            self.rows.append(dict(zip(self.COLS, row, strict=True)))
-        elif self.order == (0, 1, 2, 3, 4, 5, 6):
-            self.rows.append(row)
+        self.add_group((_plain(r),))
+
+    def add_group(self, group: tuple[_Row, ...]) -> None:
+        run_id = self.run_id
+        if self.order == (0, 1, 2, 3, 4, 5, 6):
+            self.rows.extend([(run_id, *r) for r in group])
+        elif self.order is None:
+            self.rows.extend([dict(zip(self.COLS, (run_id, *r), strict=True)) for r in group])
         else:
-            self.rows.append(tuple(row[i] for i in self.order))
+            self.rows.extend([tuple((run_id, *r)[i] for i in self.order) for r in group])
         if len(self.rows) >= self.batch:
             self._send(self.rows)
             self.rows = []
@@ -856,30 +879,35 @@ def _run_check(
         )
         write = _ResultWriter(conn, run_id)
         count = 0
-        stream = iter_result_rows(
+        stream = _row_groups(
             store,
             settings,
             now,
-            period=p,
+            p=p,
             repo=repo,
+            ctx=None,
             on_change=on_change,
             extra=extra,
             jobs=jobs,
             parallel_from=parallel_from,
         )
+        pairs: Counter[tuple[str, str]] = Counter()
         try:
-            for row in stream:
-                agg.update(row.digest.encode())
-                summary.add(row.control, row.outcome)
-                count += 1
-                write.add(row)
+            for group in stream:
+                agg.update("".join([r[4] for r in group]).encode())
+                pairs.update([(r[0], r[3]) for r in group])
+                count += len(group)
+                write.add_group(group)
                 if keep is not None:
-                    keep(row)
+                    for r in group:
+                        keep(ResultRow(*r))
         except BaseException:
             write.abort()  # stop the writer before the transaction rolls back
             stream.close()  # and close the evidence cursors now, not at garbage collection
             raise
         write.close()
+        for (control, outcome), n in sorted(pairs.items()):
+            summary.counts.setdefault(control, Counter())[outcome] += n
         total = agg.hexdigest()
         conn.execute(
             sa.update(schema.runs)
