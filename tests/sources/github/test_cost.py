@@ -160,3 +160,19 @@ def test_no_protection_and_no_environments_cost_no_requests(harness: Make) -> No
     assert snaps[("acme/svc00", "main")].layers == () and snaps[("acme/svc00", "main")].readable
     assert [x.layer.split(":")[0] for x in snaps[("acme/svc01", "main")].layers] == ["classic"]
     assert ("acme/svc01", "environment:production") in snaps
+
+
+def test_an_error_inside_a_probed_repository_is_not_taken_for_a_missing_one(
+    harness: Make,
+) -> None:
+    org, _ = _org(2, prs=1)
+    h = harness(org)
+    h.replay.fail(
+        "graphql:Probe", 200, times=1,
+        body=b'{"data": {"r0": {"nameWithOwner": "acme/svc00"}, "r1": null}, "errors": ['
+        b'{"type": "NOT_FOUND", "path": ["r0", "defaultBranchRef"], "message": "gone"}]}',
+    )  # fmt: skip
+    with pytest.raises(SourceError, match="query failed") as exc:
+        h.collect()
+    assert "not found" not in exc.value.message
+    assert h.store.count("change") == 0

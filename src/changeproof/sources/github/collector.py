@@ -220,18 +220,25 @@ class GitHubSource:
             chunk = todo[i : i + q.PROBE_BATCH]
             names = [split_repo(r) for r in chunk]
             body = self._gql_body(q.probe_query(names), {}, kind="graphql:probe")
+            data = body.get("data")
             missing: list[str] = []
             errors = body.get("errors")
             for e in errors or []:
                 path = e.get("path") if isinstance(e, dict) else None
-                alias = str(path[0]) if isinstance(path, list) and path else ""
-                if _error_type([e]) == "NOT_FOUND" and alias[1:].isdigit() and alias[0] == "r":
-                    missing.append(chunk[int(alias[1:])])
+                alias = str(path[0]) if isinstance(path, list) and len(path) == 1 else ""
+                if (
+                    _error_type([e]) == "NOT_FOUND"
+                    and alias[:1] == "r"
+                    and alias[1:].isdigit()
+                    and int(alias[1:]) < len(chunk)
+                    and isinstance(data, dict)
+                    and data.get(alias) is None
+                ):
+                    missing.append(chunk[int(alias[1:])])  # this repository, not a field of it
                 else:
                     raise graphql_error(errors, self.gql_url, {})
             if missing:
                 raise repo_not_found(", ".join(missing))
-            data = body.get("data")
             if not isinstance(data, dict):
                 raise SourceError(f"{self.gql_url} answered without data", hint="check --api-url")
             for j, repo in enumerate(chunk):
