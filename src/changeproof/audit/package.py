@@ -483,19 +483,21 @@ def _evaluate(
             extra=extra,
             jobs=jobs,
         ):
-            key = (row.control, row.subject)
-            if key in seen and row.control in pop_level:
-                continue
-            seen.add(key)
+            population_level = row.control in pop_level
+            if population_level:  # the same once per run, not once per repository
+                key = (row.control, row.subject)
+                if key in seen:
+                    continue
+                seen.add(key)
             counts[row.control][row.outcome] += 1
             linked = link.get(row.subject, ())
-            if not linked and row.control not in pop_level:
+            if not linked and not population_level:
                 continue  # counted; only the sample's and population-level results are kept
             r = row.result()
             for s in linked:
                 if r not in s.results:
                     s.results.append(r)
-            if row.control in pop_level:
+            if population_level:
                 pop.population_results.append(r)
     return counts
 
