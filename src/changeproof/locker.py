@@ -17,7 +17,7 @@ import base64
 import functools
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -156,6 +156,8 @@ class Locker:
         self._clock_us = clock_us
         self.appended = 0
         self.last_seq: int | None = None
+        # set by Writer.pipelined: batch writes then run on its writer thread, in order
+        self.run: Callable[..., None] | None = None
         self.last_hash: str | None = None  # the entry hash at last_seq
 
     def put(
@@ -206,7 +208,10 @@ class Locker:
             for _, p in sorted(self._pending.items())
         ]
         # an identical payload already stored (or being stored by another process) is kept once
-        upsert(conn, schema.locker_objects, objects, ("digest",))
+        if self.run is not None:
+            self.run(upsert, conn, schema.locker_objects, objects, ("digest",))
+        else:
+            upsert(conn, schema.locker_objects, objects, ("digest",))
         for d, p in self._pending.items():
             self._staged.setdefault(d, (p.kind, p.source))
         self._pending.clear()

@@ -17,6 +17,7 @@ The source only maps; it judges nothing.
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 from collections.abc import Callable, Iterable, Iterator
@@ -59,6 +60,7 @@ SIG = {
     "E": "unknown",
     "N": "none",
 }
+_BLANK = b"\x00\n"
 # fields of one commit in `git log` output, separated by NUL; the record ends with RS (\x1e)
 FORMAT = "%x1e%H%x00%P%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%G?%x00%B%x00"
 STATUS = {
@@ -71,7 +73,7 @@ STATUS = {
 }
 
 
-@dataclass
+@dataclass(slots=True)
 class RawCommit:
     sha: str
     parents: tuple[str, ...]
@@ -120,6 +122,10 @@ class _GitStream:
                 ["git", "-C", str(path), *args],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
+                bufsize=0,  # raw reads: each returns what the pipe holds
+                # full buffering: on a pipe git otherwise writes (and we read) once per commit,
+                # a system call each side for every record
+                env={**os.environ, "GIT_FLUSH": "0"},
             )
         except FileNotFoundError:
             raise SourceError(
@@ -128,24 +134,30 @@ class _GitStream:
                 hint="install git (e.g. `apt-get install git`) and try again",
             ) from None
 
-    def chunks(self) -> Iterator[bytes]:
+    def blocks(self, size: int = 1 << 18) -> Iterator[bytes]:
+        """Raw output as it comes; raises SourceError at the end if git failed."""
         assert self.proc.stdout is not None
-        rest = b""
-        while True:
-            block = self.proc.stdout.read(1 << 20)
-            if not block:
-                break
-            parts = (rest + block).split(b"\x1e")
-            rest = parts.pop()
-            yield from parts
-        if rest:
-            yield rest
+        # one read(2) each: whatever the pipe holds now (up to size), so parsing starts on
+        # the first records git writes rather than after a full block
+        read = self.proc.stdout.read
+        while block := read(size):
+            yield block
         err = self.proc.stderr.read() if self.proc.stderr else b""
         if self.proc.wait() != 0:
             raise SourceError(
                 f"git {' '.join(self.args[:2])} failed in {self.path}: "
                 + err.decode(errors="replace").strip()
             )
+
+    def chunks(self) -> Iterator[bytes]:
+        """Records separated by RS (\\x1e), each whole, in output order."""
+        rest = b""
+        for block in self.blocks():
+            parts = (rest + block).split(b"\x1e")
+            rest = parts.pop()
+            yield from parts
+        if rest:
+            yield rest
 
     def __enter__(self) -> _GitStream:
         return self
@@ -172,36 +184,43 @@ def parse_log(data: bytes) -> Iterator[RawCommit]:
 
 def parse_stream(chunks: Iterable[bytes]) -> Iterator[RawCommit]:
     for chunk in chunks:
-        if not chunk.strip(b"\x00\n"):
-            continue
-        parts = chunk.split(b"\x00", 10)
-        if len(parts) < 10:
-            raise SourceError("git log produced output changeproof cannot parse")
-        # one decode for the ten header fields: NUL is ASCII, so splitting after decoding
-        # gives the same fields (an invalid byte never swallows a NUL)
-        head = chunk[: len(chunk) - len(parts[10]) - 1] if len(parts) == 11 else chunk
-        sha, parents, an, ae, ad, cn, ce, cd, sig, msg = head.decode("utf-8", "replace").split(
-            "\x00", 9
-        )
-        sha = sha.strip()
-        rc = RawCommit(
-            sha=sha,
-            parents=tuple(parents.split()),
-            author_name=an,
-            author_email=ae,
-            authored_at=_dt(ad),
-            committer_name=cn,
-            committer_email=ce,
-            committed_at=_dt(cd),
-            sig=SIG.get(sig.strip(), "unknown"),
-            message=msg,
-            raw=chunk,
-        )
-        if len(parts) == 11:
-            rc.files_raw = parts[10]
-            if parts[10].strip(b"\x00\n"):  # (a log without --name-status has none)
-                rc.files = _parse_name_status(parts[10])
-        yield rc
+        rc = _parse_chunk(chunk)
+        if rc is not None:
+            yield rc
+
+
+def _parse_chunk(chunk: bytes) -> RawCommit | None:
+    """One record of `git log --format=FORMAT [-z --name-status]`; None for an empty one."""
+    # (a record starts with its sha: only then can it be blank)
+    if (not chunk or chunk[0] in _BLANK) and not chunk.strip(b"\x00\n"):
+        return None
+    parts = chunk.split(b"\x00", 10)
+    if len(parts) < 10:
+        raise SourceError("git log produced output changeproof cannot parse")
+    # one decode for the ten header fields: NUL is ASCII, so splitting after decoding
+    # gives the same fields (an invalid byte never swallows a NUL)
+    head = chunk[: len(chunk) - len(parts[10]) - 1] if len(parts) == 11 else chunk
+    sha, parents, an, ae, ad, cn, ce, cd, sig, msg = head.decode("utf-8", "replace").split(
+        "\x00", 9
+    )
+    rc = RawCommit(
+        sha.strip(),
+        tuple(parents.split()),
+        an,
+        ae,
+        _dt(ad),
+        cn,
+        ce,
+        _dt(cd),
+        SIG.get(sig.strip(), "unknown"),
+        msg,
+        chunk,
+    )
+    if len(parts) == 11:
+        rc.files_raw = files = parts[10]
+        if files.strip(b"\x00\n"):  # (a log without --name-status has none)
+            rc.files = _parse_name_status(files)
+    return rc
 
 
 class LazyCommits:
@@ -209,11 +228,15 @@ class LazyCommits:
 
     def __init__(self, data: bytes) -> None:
         self._chunks: dict[str, bytes] = {}
-        for chunk in data.split(b"\x1e"):
-            sha, sep, _ = chunk.partition(b"\x00")
-            if sep:  # SHA-1 or SHA-256 object names alike
-                self._chunks[sha.decode().strip()] = chunk
+        self._index(data.split(b"\x1e"))
         self._parsed: dict[str, RawCommit] = {}
+
+    def _index(self, chunks: Iterable[bytes]) -> None:
+        put = self._chunks.__setitem__
+        for chunk in chunks:
+            i = chunk.find(b"\x00")
+            if i >= 0:  # SHA-1 or SHA-256 object names alike
+                put(chunk[:i].decode().strip(), chunk)
 
     def __contains__(self, sha: object) -> bool:
         return sha in self._chunks
@@ -221,14 +244,61 @@ class LazyCommits:
     def get(self, sha: str) -> RawCommit:
         rc = self._parsed.get(sha)
         if rc is None:
-            rc = next(parse_log(self._chunks[sha]))
+            rc = _parse_chunk(self._chunks[sha])
+            assert rc is not None
             self._parsed[sha] = rc
         return rc
 
 
+class StreamedCommits(LazyCommits):
+    """LazyCommits over a running `git log`, read only as far as a lookup needs.
+
+    With ``--reverse`` the log comes oldest first, so the commits a merge brought in are
+    read around the time the first-parent walk reaches that merge; a sha the log does not
+    hold (outside the range) is known missing only at its end.
+    """
+
+    def __init__(self, stream: _GitStream) -> None:
+        self._chunks = {}
+        self._parsed = {}
+        self._blocks: Iterator[bytes] | None = stream.blocks()
+        self._rest = b""
+
+    def _more(self) -> bool:
+        if self._blocks is None:
+            return False
+        block = next(self._blocks, None)
+        if block is None:
+            self._blocks = None
+            parts, self._rest = [self._rest], b""
+        else:
+            parts = (self._rest + block).split(b"\x1e")
+            self._rest = parts.pop()
+        self._index(parts)
+        return True
+
+    def __contains__(self, sha: object) -> bool:
+        while sha not in self._chunks:
+            if not self._more():
+                return False
+        return True
+
+    def finish(self) -> None:
+        """Read to the end, so a failure of git is reported even if no lookup needed it."""
+        if self._blocks is not None:
+            for _ in self._blocks:
+                pass
+            self._blocks = None
+
+
 def _parse_name_status(data: bytes) -> list[FileChange]:
+    if data.startswith(b"\x00\n"):
+        data = data[2:]  # the separator after the header (an empty token, skipped below)
     # one decode, then split: NUL is ASCII, so the tokens are those of splitting first
-    toks = [t.strip("\n") for t in data.strip(b"\n").decode("utf-8", "replace").split("\x00")]
+    text = data.strip(b"\n").decode("utf-8", "replace")
+    toks = text.split("\x00")
+    if "\n" in text:
+        toks = [t.strip("\n") for t in toks]
     out: list[FileChange] = []
     i, n = 0, len(toks)
     while i < n:
@@ -450,62 +520,77 @@ class GitSource:
                     f"{cursor[:12]} is no longer on the branch"
                 )
         since_args = [f"--since={since.isoformat()}"] if since else []
-        # git computes the diffs while we parse its output as it streams (no --reverse, which
-        # would make git buffer the whole walk); the cheap all-commits walk runs alongside.
+        # Oldest first, parsed and stored while git computes the diffs of the commits after
+        # (--reverse costs git only the cheap walk up front). The all-commits log runs
+        # alongside and is read only as far as the merges reached so far need.
         fp_args = [
-            "log", "--first-parent", "--diff-merges=first-parent", "--name-status", "-M", "-z",
-            f"--format={FORMAT}", *since_args, *rng, "--",
+            "log", "--reverse", "--first-parent", "--diff-merges=first-parent", "--name-status",
+            "-M", "-z", f"--format={FORMAT}", *since_args, *rng, "--",
         ]  # fmt: skip
-        from concurrent.futures import ThreadPoolExecutor
+        all_args = ["log", "--reverse", f"--format={FORMAT}", *rng, "--"]
+        with (
+            _GitStream(self.path, fp_args) as stream,
+            _GitStream(self.path, all_args) as every,
+            w.pipelined(),  # batches are stored on the second core while the next is parsed
+        ):
+            universe = StreamedCommits(every)
+            # (these queries run while git walks the history)
+            platform = self.settings.platform_of(self.repo)
+            existing = self._existing_numbers(store)
+            seq0 = self._next_seq(store, branch)
+            # first-parent commits read so far: a merge's other parents never reach a later
+            # one (it would be its own ancestor), so this stops its walk as the full set would
+            merged: set[str] = set()
+            n = changes = direct = 0
 
-        all_args = ["log", f"--format={FORMAT}", *rng, "--"]
-        with _GitStream(self.path, fp_args) as stream, ThreadPoolExecutor(1) as bg:
-            # every commit in the range, parsed only if a merge brought it in (most never are);
-            # read by a thread (it waits on the pipe without the GIL) while we parse the walk
-            all_out = bg.submit(_run_git, self.path, all_args)
-            fp = list(parse_stream(stream.chunks()))
-            universe = LazyCommits(all_out.result())
-        fp.reverse()
-        if since:
-            fp = [c for c in fp if c.committed_at >= since]
-        platform = self.settings.platform_of(self.repo)
-        existing = self._existing_numbers(store)
-        merged: set[str] = {c.sha for c in fp}
-        changes = 0
-        direct = 0
-        i = 0
-        seq0 = self._next_seq(store, branch)
-        while i < len(fp):
-            group = [fp[i]]
-            rc = fp[i]
-            # a rebase merge: consecutive single-parent commits web-flow committed at one instant
-            if len(rc.parents) == 1 and _is_web_flow(rc) and not self._marker(rc, platform):
-                j = i + 1
-                while (
-                    j < len(fp)
-                    and len(fp[j].parents) == 1
-                    and _is_web_flow(fp[j])
-                    and fp[j].committed_at == rc.committed_at
-                    and not self._marker(fp[j], platform)
+            def land(group: list[RawCommit]) -> None:
+                nonlocal changes, direct
+                introduced = (
+                    self._introduced(group[-1], universe, merged)
+                    if len(group[-1].parents) > 1
+                    else []
+                )
+                parts = [b"\x00".join((c.raw, c.files_raw)) for c in group]
+                parts.extend(c.raw for c in introduced)
+                payload = b"".join(parts)
+                raw_sha = sha256_bytes(payload)  # once, for the locker and the provenance
+                change = self._to_change(
+                    group, introduced, branch, platform, now, existing, raw_sha
+                )
+                w.put_raw(payload, kind="git.commits", source="git", sha256=raw_sha)
+                w.put(change, seq=(seq0 + changes) * 1000)
+                changes += 1
+                if change.change_type == "direct_push":
+                    direct += 1
+                if progress is not None:
+                    progress(len(group))
+
+            group: list[RawCommit] = []
+            run = False  # may the group grow: a rebase merge's run of web-flow commits
+            for chunk in stream.chunks():
+                rc = _parse_chunk(chunk)
+                if rc is None or (since is not None and rc.committed_at < since):
+                    continue
+                n += 1
+                merged.add(rc.sha)
+                single = len(rc.parents) == 1
+                if (
+                    run
+                    and single
+                    and _is_web_flow(rc)
+                    and rc.committed_at == group[0].committed_at
+                    and not self._marker(rc, platform)
                 ):
-                    group.append(fp[j])
-                    j += 1
-            i += len(group)
-            introduced = (
-                self._introduced(group[-1], universe, merged) if len(group[-1].parents) > 1 else []
-            )
-            payload = b"".join(c.raw + b"\x00" + c.files_raw for c in group) + b"".join(
-                c.raw for c in introduced
-            )
-            raw_sha = sha256_bytes(payload)  # once, for the locker and the provenance
-            change = self._to_change(group, introduced, branch, platform, now, existing, raw_sha)
-            w.put_raw(payload, kind="git.commits", source="git", sha256=raw_sha)
-            w.put(change, seq=(seq0 + changes) * 1000)
-            changes += 1
-            if change.change_type == "direct_push":
-                direct += 1
-            if progress is not None:
-                progress(len(group))
+                    group.append(rc)
+                    continue
+                if group:
+                    land(group)
+                group = [rc]
+                # a rebase merge: consecutive single-parent commits web-flow committed at once
+                run = single and _is_web_flow(rc) and not self._marker(rc, platform)
+            if group:
+                land(group)
+            universe.finish()
         w.set_cursor("git", scope, tip)
         cov_raw = (
             f"git {self.repo} {branch} {tip} since={since.isoformat() if since else '-'}".encode()
@@ -527,7 +612,7 @@ class GitSource:
             )
         )
         return GitCollectResult(
-            self.repo, branch, len(fp), changes, direct, tip, cursor is not None, rewritten, notes
+            self.repo, branch, n, changes, direct, tip, cursor is not None, rewritten, notes
         )
 
     def _next_seq(self, store: Store, branch: str) -> int:
@@ -602,6 +687,8 @@ class GitSource:
     ) -> Change:
         head = group[-1]
         msg = head.message
+        parents = head.parents
+        n_parents = len(parents)
         number: int | None = None
         ctype = "direct_push"
         method = "unknown"
@@ -609,28 +696,28 @@ class GitSource:
         head_sha: str | None = None
         base_sha = group[0].parents[0] if group[0].parents else None
         # a merge's commits are those it introduced (possibly none); otherwise the group's
-        chosen = introduced if introduced or len(head.parents) > 1 else group
+        chosen = introduced if introduced or n_parents > 1 else group
         commits = [_commit_info(c) for c in chosen]
         subject = head.subject
-        m_gh = GITHUB_MERGE_RE.match(subject)
-        m_gl = GITLAB_MR_RE.search(msg)
-        m_sq = SQUASH_RE.search(subject)
-        m_ge = REVIEWED_ON_RE.search(msg)
-        if not head.parents:
+        # the attribution rules in order, each pattern tried only where it can decide
+        # (the literal checks are exact prefilters of their patterns)
+        m_gh = GITHUB_MERGE_RE.match(subject) if n_parents > 1 else None
+        m_gl = GITLAB_MR_RE.search(msg) if m_gh is None and "See merge request " in msg else None
+        if not n_parents:
             ctype = "initial"
-        elif len(head.parents) > 1 and m_gh:
+        elif m_gh is not None:
             number, ctype, method = int(m_gh.group(1)), "merge", "merge"
-            head_sha = head.parents[1]
-        elif len(head.parents) > 1 and m_gl:
+            head_sha = parents[1]
+        elif m_gl is not None and n_parents > 1:
             number, ctype, method = int(m_gl.group(2)), "merge", "merge"
-            head_sha = head.parents[1]
-        elif len(head.parents) == 1 and m_gl:
+            head_sha = parents[1]
+        elif m_gl is not None and n_parents == 1:
             number, ctype, method = int(m_gl.group(2)), "squash", "squash"
             head_sha = head.sha
-        elif len(head.parents) == 1 and m_sq:
+        elif n_parents == 1 and (m_sq := SQUASH_RE.search(subject)) is not None:
             number, ctype, method = int(m_sq.group(1)), "squash", "squash"
             head_sha = head.sha
-        elif m_ge:
+        elif (m_ge := REVIEWED_ON_RE.search(msg)) is not None:
             ctype, method = "gerrit", "fast_forward"
             g = GERRIT_NUM_RE.search(m_ge.group(1).rstrip("/"))
             number = int(g.group(1)) if g else None
@@ -654,15 +741,22 @@ class GitSource:
             # a PR merges once: a second commit claiming the same number is not that PR
             notes = f"claims #{number}, which an earlier commit already landed"
             number, ctype, method, head_sha, reviews = None, "direct_push", "unknown", None, None
+        landed = tuple(c.sha for c in group)
         if number is not None:
-            existing.setdefault(number, set()).update(c.sha for c in group)
-        files: dict[str, FileChange] = {}
-        for c in group:
-            for f in c.files:
-                files[f.path] = f
-        tickets = tuple(sorted(set(TICKET_DEFAULT.findall(msg))))
-        rev = REVERT_RE.search(msg)
+            existing.setdefault(number, set()).update(landed)
+        if len(group) == 1 and len(head.files) < 2:
+            files = tuple(head.files)  # (no path twice: nothing to merge)
+        else:
+            by_path: dict[str, FileChange] = {}
+            for c in group:
+                for f in c.files:
+                    by_path[f.path] = f
+            files = tuple(by_path.values())
+        found = TICKET_DEFAULT.findall(msg)
+        tickets = tuple(sorted(set(found))) if found else ()
+        rev = REVERT_RE.search(msg) if "This reverts commit " in msg else None
         merged_by = _actor(head.committer_name, head.committer_email)
+        body = msg.split("\n", 1)[1].strip() if "\n" in msg else ""
         return Change(
             repo=self.repo,
             branch=branch,
@@ -671,18 +765,17 @@ class GitSource:
             platform="gerrit" if ctype == "gerrit" and platform == "gerrit" else "git",
             merged_at=head.committed_at,
             merge_sha=head.sha,
-            landed_shas=tuple(c.sha for c in group),
+            landed_shas=landed,
             base_sha=base_sha,
             head_sha=head_sha,
             title=subject,
-            body=(msg.split("\n", 1)[1].strip() if "\n" in msg else "")
-            + (f"\n[{notes}]" if notes else ""),
+            body=body + f"\n[{notes}]" if notes else body,
             author=_actor(head.author_name, head.author_email) if ctype != "merge" else None,
             merged_by=merged_by,
             merge_method=method,  # type: ignore[arg-type]
             commits=tuple(commits),
             reviews=reviews,
-            files=tuple(files.values()),
+            files=files,
             files_total=len(files),
             tickets=tickets,
             reverts=rev.group(1) if rev else None,

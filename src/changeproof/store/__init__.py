@@ -11,8 +11,10 @@ import contextlib
 import functools
 import hashlib
 import operator
+import queue
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -515,6 +517,52 @@ def upsert(
     conn.execute(stmt, rows)
 
 
+def _call(fn: Callable[..., None], *args: Any, **kw: Any) -> None:
+    fn(*args, **kw)
+
+
+class _Pipeline:
+    """Write calls run in order on one thread, on the unit of work's own connection.
+
+    The drivers release the GIL while the database stores rows (SQLite's step, PostgreSQL's
+    round trips), so the caller prepares the next batch on one core while the previous one
+    is stored on the other. The first error stops the writing and is re-raised to the caller.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[tuple[Callable[..., None], tuple[Any, ...], dict[str, Any]]] = (
+            queue.Queue(maxsize=8)
+        )
+        self._error: BaseException | None = None
+        self._stop = False
+        self._thread = threading.Thread(target=self._drain, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def __call__(self, fn: Callable[..., None], *args: Any, **kw: Any) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put((fn, args, kw))
+
+    def _drain(self) -> None:
+        while True:
+            fn, args, kw = self._queue.get()
+            if fn is _call:  # the end marker
+                return
+            if self._error is None and not self._stop:
+                try:
+                    fn(*args, **kw)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
+
+    def close(self, *, abort: bool = False) -> None:
+        """Wait until everything queued is written (``abort``: skip what is not started)."""
+        self._stop = abort
+        self._queue.put((_call, (), {}))
+        self._thread.join()
+        if self._error is not None and not abort:
+            raise self._error
+
+
 class Writer:
     """Buffers rows of one transaction and writes them in batches."""
 
@@ -524,6 +572,35 @@ class Writer:
         self._evidence: list[dict[str, Any]] = []
         self._commits: list[dict[str, Any]] = []
         self.written = 0
+        # runs a batch write: directly, or on the writer thread of :meth:`pipelined`
+        self._run: Callable[..., None] = _call
+
+    @contextlib.contextmanager
+    def pipelined(self) -> Iterator[Writer]:
+        """Within the block, batches are written by a second thread (in order, in this same
+        transaction) while the caller prepares the next; the block ends once all is written.
+
+        Inside, use only put, put_raw, index_commits, set_cursor and set_meta: ``conn``
+        belongs to the writer thread until the block ends. An error on either side ends the
+        block with that error, and the unit of work then keeps nothing.
+        """
+        if self._run is not _call:  # already pipelined
+            yield self
+            return
+        pipe = _Pipeline()
+        self._run = pipe
+        if self.locker is not None:
+            self.locker.run = pipe
+        ok = False
+        try:
+            yield self
+            self.flush()
+            ok = True
+        finally:
+            self._run = _call
+            if self.locker is not None:
+                self.locker.run = None
+            pipe.close(abort=not ok)
 
     def claim(self, *scope: str) -> None:
         """Hold ``scope`` (e.g. ``"repo", name``) for the rest of this unit of work.
@@ -605,13 +682,15 @@ class Writer:
             for r in self._evidence:
                 uniq[(r["kind"], r["key"])] = r
             rows = [uniq[k] for k in sorted(uniq)]
-            upsert(self.conn, schema.evidence, rows, ("kind", "key"), only_if_changed="digest")
+            self._run(
+                upsert, self.conn, schema.evidence, rows, ("kind", "key"), only_if_changed="digest"
+            )
             self.written += len(uniq)
             self._evidence.clear()
         if self._commits:
             cuniq = {(r["repo"], r["sha"]): r for r in self._commits}
             crows = [cuniq[k] for k in sorted(cuniq)]
-            upsert(self.conn, schema.commit_index, crows, ("repo", "sha"))
+            self._run(upsert, self.conn, schema.commit_index, crows, ("repo", "sha"))
             self._commits.clear()
 
     def set_cursor(self, source: str, scope: str, cursor: str, *, complete: bool = True) -> None:
@@ -622,10 +701,10 @@ class Writer:
             "updated_us": int(time.time() * 1_000_000),
             "complete": complete,
         }
-        upsert(self.conn, schema.collect_state, [row], ("source", "scope"))
+        self._run(upsert, self.conn, schema.collect_state, [row], ("source", "scope"))
 
     def set_meta(self, key: str, value: str) -> None:
-        upsert(self.conn, schema.meta, [{"key": key, "value": value}], ("key",))
+        self._run(upsert, self.conn, schema.meta, [{"key": key, "value": value}], ("key",))
 
 
 def decode_record(kind: str, body: bytes) -> Record:
