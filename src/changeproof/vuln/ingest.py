@@ -8,8 +8,14 @@ before it too. Memory stays flat: one file's findings at a time, written in batc
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import operator
+import os
+import threading
+from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -37,6 +43,7 @@ class FileResult:
 
 
 BATCH = 1000
+_tier_of = operator.attrgetter("tier")
 
 
 def make_scan_id(repo: str, scanner: str, raw_sha256: str, scanned_at: datetime | None) -> str:
@@ -57,6 +64,21 @@ def read_file(path: Path) -> bytes:
         raise InputFormatError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
+# Hashing a large file overlaps its parsing: the parser runs in a helper thread while this one
+# hashes (hashlib releases the GIL, msgspec does not — so the thread that hashes must be the
+# one that waits); below this size handing the work over costs more than the overlap saves.
+OVERLAP_MIN_BYTES = 64 * 1024
+
+
+@functools.cache
+def _parse_thread() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(1, thread_name_prefix="changeproof-parse")
+
+
+# a forked child has the executor object but not its thread: it makes its own
+os.register_at_fork(after_in_child=_parse_thread.cache_clear)
+
+
 def parse_bytes(
     scanner: str,
     data: bytes,
@@ -69,18 +91,30 @@ def parse_bytes(
     target: str | None = None,
     raw_sha256: str | None = None,
 ) -> tuple[ParseContext, ParsedScan]:
-    raw = raw_sha256 or hashlib.sha256(data).hexdigest()
+    """Parse one file; its digest (and so its scan id) is computed here unless given."""
+    parser = parser_for(scanner)
     ctx = ParseContext(
         file=file,
         repo=repo,
-        scan_id=make_scan_id(repo, scanner, raw, scanned_at),
-        raw_sha256=raw,
+        scan_id="",
+        raw_sha256="",
         now=now,
         scanned_at=scanned_at,
         target=target,
         unscored=settings.patching.unscored_tier,
     )
-    return ctx, parser_for(scanner)(data, ctx)
+    if raw_sha256 is not None or len(data) < OVERLAP_MIN_BYTES:
+        ctx.raw_sha256 = raw_sha256 or hashlib.sha256(data).hexdigest()
+        ctx.scan_id = make_scan_id(repo, scanner, ctx.raw_sha256, scanned_at)
+        return ctx, parser(data, ctx)
+    ready = ctx.digest_ready = threading.Event()
+    parsing = _parse_thread().submit(parser, data, ctx)
+    try:
+        ctx.raw_sha256 = hashlib.sha256(data).hexdigest()
+        ctx.scan_id = make_scan_id(repo, scanner, ctx.raw_sha256, scanned_at)
+    finally:
+        ready.set()  # never leave the parser waiting, even if hashing was interrupted
+    return ctx, parsing.result()
 
 
 def ingest_bytes(
@@ -96,10 +130,8 @@ def ingest_bytes(
     partial: bool = False,
     target: str | None = None,
 ) -> FileResult:
-    """Keep the raw bytes, parse them whole, write the scan and its findings. Raising leaves
-    the caller's transaction to roll back everything, the raw bytes included."""
-    # the locker hashes the payload; reuse its digest rather than hashing it twice
-    raw = w.put_raw(data, kind=f"scan:{scanner}", source=scanner, media_type="application/json")
+    """Parse the bytes whole, then keep them and write the scan and its findings. Raising
+    leaves the caller's transaction to roll back everything, the raw bytes included."""
     ctx, parsed = parse_bytes(
         scanner,
         data,
@@ -109,7 +141,14 @@ def ingest_bytes(
         settings=settings,
         scanned_at=scanned_at,
         target=target,
-        raw_sha256=raw,
+    )
+    # the digest computed while parsing is the locker's: it does not hash the bytes again
+    w.put_raw(
+        data,
+        kind=f"scan:{scanner}",
+        source=scanner,
+        media_type="application/json",
+        sha256=ctx.raw_sha256,
     )
     return write_parsed(w, scanner, ctx, parsed, partial=partial, now=now)
 
@@ -149,9 +188,7 @@ def write_parsed(
         ),
     )
     w.put(scan)
-    tiers: dict[str, int] = {}
-    for f in parsed.findings:
-        tiers[f.tier] = tiers.get(f.tier, 0) + 1
+    tiers = dict(Counter(map(_tier_of, parsed.findings)))  # (first-seen order, as a dict)
     # findings go in batches: one row per BATCH findings, not one per finding
     for part, i in enumerate(range(0, len(parsed.findings), BATCH)):
         w.put(

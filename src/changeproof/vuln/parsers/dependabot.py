@@ -20,6 +20,7 @@ from changeproof.vuln.parsers.base import (
     ParseContext,
     ParsedScan,
     decode,
+    first_byte,
     parse_time,
     probe_keys,
 )
@@ -258,7 +259,7 @@ def _graphql_node(ctx: ParseContext, n: _GNode, target: str) -> FindingObservati
 
 def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
     target = ctx.target or ""
-    head = data.lstrip()[:1]
+    head = first_byte(data)
     out: list[FindingObservation] = []
     fmt = "dependabot-rest"
     if head == b"[":

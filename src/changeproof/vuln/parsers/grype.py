@@ -43,7 +43,7 @@ class _Vuln(msgspec.Struct):
     dataSource: str = ""
     cvss: list[_Cvss] = []
     fix: _Fix | None = None
-    knownExploited: list[Any] | None = None
+    knownExploited: list[msgspec.Raw] | None = None  # only whether it is empty counts
     description: str = ""
 
 
@@ -71,9 +71,15 @@ class _Match(msgspec.Struct):
     relatedVulnerabilities: list[_Related] = []
 
 
+class _ImageTarget(msgspec.Struct):
+    userInput: Any = None
+
+
 class _Source(msgspec.Struct):
     type: str = ""
-    target: Any = None
+    # any JSON value; an image's target object is decoded for its userInput only (the rest,
+    # layers and manifests, can be half the file)
+    target: _ImageTarget | str | list[msgspec.Raw] | int | float | bool | None = None
 
 
 class _Descriptor(msgspec.Struct):
@@ -115,8 +121,8 @@ def _target(src: _Source | None) -> tuple[str, bool]:
     if src is None:
         return "", False
     t = src.target
-    if src.type == "image" and isinstance(t, dict):
-        return norm_target(str(t.get("userInput") or ""), image=True), True
+    if src.type == "image" and isinstance(t, _ImageTarget):
+        return norm_target(str(t.userInput or ""), image=True), True
     if isinstance(t, str) and src.type not in ("directory", "dir", "file", "unknown"):
         return norm_target(t), False
     return "", False

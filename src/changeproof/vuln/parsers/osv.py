@@ -9,7 +9,6 @@ computed number or ``""``. ``MAL-*`` (malicious package) advisories are critical
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 import msgspec
 
@@ -44,18 +43,15 @@ class _Affected(msgspec.Struct):
     ranges: list[_Range] = []
 
 
-class _DbSpecific(msgspec.Struct):
-    severity: str | None = None
-
-
 class _Vuln(msgspec.Struct):
     id: str
     aliases: list[str] | None = None
     summary: str = ""
     severity: list[_Sev] | None = None
     affected: list[_Affected] | None = None
-    # only the GHSA label is read; the rest (often large) is skipped by the decoder
-    database_specific: _DbSpecific | Any = None
+    # database_specific (GHSA's severity label) is not read: it was declared as
+    # ``_DbSpecific | Any``, which msgspec decodes as Any, so the label never reached the
+    # severity inputs; reading it now would change stored findings (see docs/design.md)
 
 
 class _Group(msgspec.Struct):
@@ -124,10 +120,6 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
                     for s in v.severity or ():
                         if s.type.startswith("CVSS") and s.score:
                             sev.append(SeverityInput(source=f"osv:{v.id}", vector=s.score))
-                    ds = v.database_specific
-                    label = ds.severity if isinstance(ds, _DbSpecific) else None
-                    if label:
-                        sev.append(SeverityInput(source=f"osv:{v.id}", label=label))
                     fixed.extend(_fixed_versions(v, p.package.name))
                 if g.max_severity:
                     with contextlib.suppress(ValueError):

@@ -33,10 +33,16 @@ class _Text(msgspec.Struct):
     text: str = ""
 
 
+class _RuleProps(msgspec.Struct):
+    # only these two are read; the rest of the property bag (descriptions…) is skipped
+    security_severity: Any = msgspec.field(default=None, name="security-severity")
+    tags: Any = None
+
+
 class _Rule(msgspec.Struct):
     id: str
     defaultConfiguration: _Config | None = None
-    properties: dict[str, Any] | None = None
+    properties: _RuleProps | None = None
     shortDescription: _Text | None = None
     helpUri: str | None = None
 
@@ -74,6 +80,10 @@ class _RuleRef(msgspec.Struct):
     index: int | None = None
 
 
+class _ResultProps(msgspec.Struct):
+    severity: Any = None
+
+
 class _Result(msgspec.Struct):
     ruleId: str | None = None
     ruleIndex: int | None = None
@@ -83,8 +93,8 @@ class _Result(msgspec.Struct):
     locations: list[_Location] | None = None
     partialFingerprints: dict[str, str] | None = None
     fingerprints: dict[str, str] | None = None
-    suppressions: list[Any] | None = None
-    properties: dict[str, Any] | None = None
+    suppressions: list[msgspec.Raw] | None = None  # only whether there are any counts
+    properties: _ResultProps | None = None
 
 
 class _Invocation(msgspec.Struct):
@@ -111,11 +121,15 @@ def _rule_of(r: _Result, rules: list[_Rule], by_id: dict[str, _Rule]) -> _Rule |
     return by_id.get(rid) if rid else None
 
 
+def _result_severity(r: _Result) -> Any:
+    return r.properties.severity if r.properties is not None else None
+
+
 def _severities(r: _Result, rule: _Rule | None) -> list[SeverityInput]:
-    props = (rule.properties if rule else None) or {}
-    sec = props.get("security-severity")
-    tags = props.get("tags") or []
-    res_sev = (r.properties or {}).get("severity")
+    props = rule.properties if rule else None
+    sec = props.security_severity if props is not None else None
+    tags = (props.tags if props is not None else None) or []
+    res_sev = _result_severity(r)
     out: list[SeverityInput] = []
     if sec is not None and str(sec).strip():
         try:
@@ -137,14 +151,15 @@ def _severities(r: _Result, rule: _Rule | None) -> list[SeverityInput]:
 
 
 def _memo_sev(
-    memo: dict[tuple[int, str | None], list[SeverityInput]], r: _Result, rule: _Rule | None
-) -> list[SeverityInput]:
-    if r.properties:  # a result-level severity: not shared
-        return _severities(r, rule)
+    memo: dict[tuple[int, str | None], tuple[SeverityInput, ...]], r: _Result, rule: _Rule | None
+) -> tuple[SeverityInput, ...]:
+    res_sev = _result_severity(r)
+    if isinstance(res_sev, str) and res_sev:  # a result-level severity: not shared
+        return tuple(_severities(r, rule))
     key = (id(rule), r.level)
     hit = memo.get(key)
     if hit is None:
-        hit = memo[key] = _severities(r, rule)
+        hit = memo[key] = tuple(_severities(r, rule))
     return hit
 
 
@@ -179,7 +194,7 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
         by_id = {r.id: r for r in rules}
         seen: set[tuple[str, str]] = set()
         # results of one rule share its severity: compute it once per (rule, level)
-        sev_memo: dict[tuple[int, str | None], list[SeverityInput]] = {}
+        sev_memo: dict[tuple[int, str | None], tuple[SeverityInput, ...]] = {}
         for r in run.results or ():
             rule = _rule_of(r, rules, by_id)
             rid = r.ruleId or (r.rule.id if r.rule else None) or (rule.id if rule else None)
