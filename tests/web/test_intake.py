@@ -249,3 +249,29 @@ def test_a_delivery_not_stored_is_503_and_leaves_nothing_behind(empty_server: Se
     r = httpx.post(url, content=body, headers=headers, timeout=30)  # the sender's retry
     assert r.status_code == 202 and r.json()["status"] == "accepted"
     assert stored(empty_server.ws) == (["retry-me"], ["webhook.github"])
+
+
+def test_steady_traffic_does_not_starve_processing(
+    intake: tuple[Workspace, Store, Signer],
+) -> None:
+    """Processing yields to intake while deliveries arrive, but only for max_defer_s: with
+    deliveries arriving all the time (busy always), the queue is still worked off."""
+    from changeproof.settings import Settings
+    from changeproof.web.webhooks import Processor
+
+    _, store, signer = intake
+    lock = threading.Lock()
+    out = Ingestor.write(store, signer, [delivery(f"s-{i}") for i in range(25)], lock)
+    assert out == ["accepted"] * 25
+    proc = Processor(store, Settings(), lock, batch=10, busy=lambda: True, max_defer_s=0.3)
+    proc.start()
+    try:
+        deadline = time.monotonic() + 30
+        while proc.processed < 25 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.stop()
+    assert proc.processed == 25
+    d = schema.webhook_deliveries
+    with store.connect() as conn:
+        assert set(conn.execute(sa.select(d.c.status)).scalars()) == {"done"}

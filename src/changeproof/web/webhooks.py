@@ -371,8 +371,10 @@ class Processor:
         batch: int = 100,
         idle_s: float = 0.5,
         busy: Callable[[], bool] = lambda: False,
+        max_defer_s: float = 2.0,
     ) -> None:
         self.busy = busy
+        self.max_defer_s = max_defer_s
         self.store = store
         self.settings = settings
         self.lock = lock
@@ -398,9 +400,12 @@ class Processor:
             self._thread = None
 
     def _run(self) -> None:
+        caught_up = time.monotonic()  # when the queue was last seen empty
         while not self._stop.is_set():
-            if self.busy():
-                # intake first: during a burst, mapping waits (it is asynchronous anyway)
+            busy = self.busy()
+            if busy and time.monotonic() - caught_up < self.max_defer_s:
+                # intake first: during a burst, mapping waits (it is asynchronous anyway),
+                # but never more than max_defer_s behind, or steady traffic would starve it
                 self._stop.wait(0.1)
                 continue
             try:
@@ -408,9 +413,15 @@ class Processor:
             except Exception:
                 log.exception("webhook processing failed; retrying")
                 n = 0
+            if n < self.batch:  # a short batch: nothing else is pending now
+                caught_up = time.monotonic()
             if n == 0:
                 self._wake.wait(self.idle_s)
                 self._wake.clear()
+            elif busy:
+                # catching up while deliveries arrive: let the intake take the lock between
+                # batches (threading.Lock is not fair; the releasing thread could win again)
+                self._stop.wait(0.02)
 
     def run_once(self) -> int:
         """Claim and process up to ``batch`` pending deliveries; returns how many."""
