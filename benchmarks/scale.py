@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -343,13 +344,18 @@ def bench_backend(
             with store.engine.connect() as conn:
                 conn.execution_options(isolation_level="AUTOCOMMIT").execute(sa.text("ANALYZE"))
         now = T0 + STEP * args.changes + timedelta(days=1)
-        t = time.perf_counter()
+        t, c0 = time.perf_counter(), time.process_time()
+        k0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         run = run_check(store, settings, now, jobs=args.jobs or default_jobs())
         took = time.perf_counter() - t
+        k1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = time.process_time() - c0 + (k1.ru_utime + k1.ru_stime) - (k0.ru_utime + k0.ru_stime)
         chk = args.changes / took
         print(
             f"[{backend}] check  {took:8.1f} s  {chk:10,.0f} changes/s "
-            f"({sum(sum(c.values()) for c in run.summary.counts.values()):,} results)",
+            f"({sum(sum(c.values()) for c in run.summary.counts.values()):,} results; "
+            f"{cpu:.1f} CPU-s in this process and its workers = {args.changes / cpu:,.0f} "
+            "changes per CPU-second; the database server's CPU is not counted)",
             flush=True,
         )
     finally:
