@@ -19,14 +19,15 @@ import resource
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from changeproof.locker import Locker, Signer
 from changeproof.settings import Settings
 from changeproof.store import Store
-from changeproof.vuln.ingest import ingest_bytes
-from changeproof.vuln.pool import ParseJob, ParsePool
+from changeproof.vuln.ingest import FileResult, ParseJob, ingest_jobs
+from changeproof.vuln.pool import ParsePool
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "external"
 DD = CORPUS / "DefectDojo-django-DefectDojo" / "unittests" / "scans"
@@ -74,48 +75,35 @@ def main() -> None:
     cpu0 = time.process_time()
     pool = ParsePool(args.workers) if args.workers > 0 else None
     i = 0
-    while total < args.findings and pool is not None:
-        start_i = i
-        jobs = []
+
+    def jobs() -> Iterator[ParseJob]:
+        # one command's files; stops once enough findings are in (the last command is short)
+        nonlocal i
         for _ in range(args.files_per_command):
+            if total >= args.findings:
+                return
             scanner, name, data = blobs[i % len(blobs)]
-            repo = f"acme/repo-{i % 20}"
-            jobs.append(ParseJob(scanner, name, data, repo, t0 + timedelta(minutes=i)))
+            yield ParseJob(scanner, name, data, f"acme/repo-{i % 20}", t0 + timedelta(minutes=i))
             i += 1
+
+    def done(res: FileResult) -> None:
+        nonlocal total, files
+        total += res.findings
+        files += 1
+
+    while total < args.findings:
+        # one `changeproof ingest` command: its files in one transaction, as the CLI does
         with store.writer(Locker(signer)) as w:
-            for res in pool.ingest_jobs(w, jobs, now=now, settings=settings):
-                total += res.findings
-                files += 1
-                if total >= args.findings:
-                    break
-        i = start_i + len(jobs)
+            if pool is not None:
+                for res in pool.ingest_jobs(w, jobs(), now=now, settings=settings):
+                    done(res)
+            else:
+                ingest_jobs(w, jobs(), now=now, settings=settings, on_file=done)
         commands += 1
         if commands % 20 == 0:
             rss_samples.append((total, rss_mb()))
     if pool is not None:
         pool.close()
-    while total < args.findings:
-        with store.writer(Locker(signer)) as w:
-            for _ in range(args.files_per_command):
-                scanner, name, data = blobs[i % len(blobs)]
-                res = ingest_bytes(
-                    w,
-                    scanner,
-                    data,
-                    file=name,
-                    repo=f"acme/repo-{i % 20}",
-                    now=now,
-                    settings=settings,
-                    scanned_at=t0 + timedelta(minutes=i),
-                )
-                total += res.findings
-                files += 1
-                i += 1
-                if total >= args.findings:
-                    break
-        commands += 1
-        if commands % 20 == 0:
-            rss_samples.append((total, rss_mb()))
     elapsed = time.perf_counter() - start
     main_cpu = time.process_time() - cpu0
     # the parsers report their own CPU time (they are the fork server's children, not ours)

@@ -14,7 +14,7 @@ import operator
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -216,6 +216,74 @@ def write_parsed(
     )
 
 
+@dataclass(frozen=True)
+class ParseJob:
+    """One file to ingest: which scanner wrote it, its name and bytes, and for what."""
+
+    scanner: str
+    file: str
+    data: bytes
+    repo: str
+    scanned_at: datetime | None = None
+    target: str | None = None
+    partial: bool = False
+
+
+# Within one command, findings are handed to the store's writer thread about every this many
+# findings (at a file boundary): SQLite stores them while the next files are parsed.
+FLUSH_FINDINGS = 500
+
+
+def ingest_jobs(
+    w: Writer,
+    jobs: Iterable[ParseJob],
+    *,
+    now: datetime,
+    settings: Settings,
+    on_file: Callable[[FileResult], None] | None = None,
+    workers: int = 0,
+) -> list[FileResult]:
+    """Ingest files in order into the caller's unit of work (all or nothing: the first bad
+    file raises, and the caller's transaction keeps nothing). ``jobs`` may raise (an
+    unreadable file) in its turn. ``workers``: parser processes (changeproof.vuln.pool); 0,
+    the default, parses in this process."""
+    out: list[FileResult] = []
+    if workers > 0:
+        from changeproof.vuln.pool import ParsePool
+
+        with ParsePool(workers) as pool:
+            for res in pool.ingest_jobs(w, jobs, now=now, settings=settings):
+                out.append(res)
+                if on_file is not None:
+                    on_file(res)
+        return out
+    with w.pipelined():
+        pending = 0
+        for job in jobs:
+            res = ingest_bytes(
+                w,
+                job.scanner,
+                job.data,
+                file=job.file,
+                repo=job.repo,
+                now=now,
+                settings=settings,
+                scanned_at=job.scanned_at,
+                partial=job.partial,
+                target=job.target,
+            )
+            out.append(res)
+            if on_file is not None:
+                on_file(res)
+            pending += res.findings
+            if pending >= FLUSH_FINDINGS:
+                w.flush()
+                if w.locker is not None:
+                    w.locker.flush(w.conn)
+                pending = 0
+    return out
+
+
 def ingest_files(
     w: Writer,
     scanner: str,
@@ -230,44 +298,12 @@ def ingest_files(
     on_file: Callable[[FileResult], None] | None = None,
     workers: int = 0,
 ) -> list[FileResult]:
-    """Ingest ``files`` in order. ``workers``: parser processes (changeproof.vuln.pool); 0,
-    the default, parses in this process — on the shared 2-core host we measured, the pool
-    cost more CPU per finding than it saved in wall time (docs/vulnerabilities.md)."""
-    if workers > 0:
-        from changeproof.vuln.pool import ParsePool
-
-        out: list[FileResult] = []
-        with ParsePool(workers) as pool:
-            for res in pool.ingest(
-                w,
-                scanner,
-                ((str(p), read_file(p)) for p in files),
-                repo=repo,
-                now=now,
-                settings=settings,
-                scanned_at=scanned_at,
-                partial=partial,
-                target=target,
-            ):
-                out.append(res)
-                if on_file is not None:
-                    on_file(res)
-        return out
-    out = []
-    for path in files:
-        res = ingest_bytes(
-            w,
-            scanner,
-            read_file(path),
-            file=str(path),
-            repo=repo,
-            now=now,
-            settings=settings,
-            scanned_at=scanned_at,
-            partial=partial,
-            target=target,
-        )
-        out.append(res)
-        if on_file is not None:
-            on_file(res)
-    return out
+    """Ingest ``files`` in order (see :func:`ingest_jobs`); each is read in its turn."""
+    return ingest_jobs(
+        w,
+        (ParseJob(scanner, str(p), read_file(p), repo, scanned_at, target, partial) for p in files),
+        now=now,
+        settings=settings,
+        on_file=on_file,
+        workers=workers,
+    )

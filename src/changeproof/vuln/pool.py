@@ -20,7 +20,6 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -30,23 +29,12 @@ from changeproof.errors import ChangeproofError
 from changeproof.evidence import FindingObservation
 from changeproof.settings import Settings
 from changeproof.store import Writer
-from changeproof.vuln.ingest import FileResult, parse_bytes, write_parsed
+from changeproof.vuln.ingest import FileResult, ParseJob, parse_bytes, write_parsed
+
+__all__ = ["ParseJob", "ParsePool"]
 
 _findings_decoder = msgspec.msgpack.Decoder(tuple[FindingObservation, ...])
 _findings_encoder = msgspec.msgpack.Encoder()
-
-
-@dataclass(frozen=True)
-class ParseJob:
-    """One file to ingest: which scanner wrote it, its name and bytes, and for what."""
-
-    scanner: str
-    file: str
-    data: bytes
-    repo: str
-    scanned_at: datetime | None = None
-    target: str | None = None
-    partial: bool = False
 
 
 def _parse_job(
