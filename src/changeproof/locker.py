@@ -146,6 +146,8 @@ class Locker:
     chain entries naming them are appended only in :meth:`finish`, at the end of the
     transaction, under PostgreSQL's chain lock. So concurrent collectors hold the chain only
     for that short final step, and while holding it wait for nothing else (no deadlock).
+    (SQLite has one writer at a time: under ``Writer.pipelined`` they are appended batch by
+    batch on the writer thread, in the same order.)
     """
 
     def __init__(self, signer: Signer, *, clock_us: int | None = None) -> None:
@@ -215,21 +217,30 @@ class Locker:
         for d, p in self._pending.items():
             self._staged.setdefault(d, (p.kind, p.source))
         self._pending.clear()
+        if self.run is not None and conn.dialect.name == "sqlite":
+            # SQLite has one writer at a time, so there is no chain lock to keep short: the
+            # writer thread names this batch in the chain now instead of all of it at the end
+            staged, self._staged = self._staged, {}
+            self.run(self._append_entries, conn, staged)
 
-    def _append_entries(self, conn: Connection) -> None:
+    def _append_entries(
+        self, conn: Connection, staged: dict[str, tuple[str, str]] | None = None
+    ) -> None:
         """Append one chain entry per staged payload the chain does not name yet."""
-        if not self._staged:
+        if staged is None:
+            staged, self._staged = self._staged, {}
+        if not staged:
             return
         seq, prev = self._head(conn)  # takes the chain lock first: the check below is then exact
         e = schema.locker_entries
-        digests = list(self._staged)
+        digests = list(staged)
         named: set[str] = set()
         for i in range(0, len(digests), 500):
             chunk = digests[i : i + 500]
             named.update(r[0] for r in conn.execute(_statements().named, {"digests": chunk}))
         now = self._now_us()
         entries: list[dict[str, Any]] = []
-        for dig, (kind, source) in self._staged.items():
+        for dig, (kind, source) in staged.items():
             if dig in named:
                 continue
             seq += 1
@@ -246,7 +257,6 @@ class Locker:
                 }
             )
             prev = h
-        self._staged.clear()
         for i in range(0, len(entries), 5000):
             bulk_insert(conn, e, entries[i : i + 5000])
         if entries:

@@ -123,6 +123,7 @@ class _GitStream:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 bufsize=0,  # raw reads: each returns what the pipe holds
+                pipesize=1 << 20,  # git runs ahead while Python is busy (Linux; else ignored)
                 # full buffering: on a pipe git otherwise writes (and we read) once per commit,
                 # a system call each side for every record
                 env={**os.environ, "GIT_FLUSH": "0"},

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import operator
 import queue
 import threading
@@ -408,16 +409,19 @@ def _sqlite_sql(
     cols: tuple[str, ...],
     keys: tuple[str, ...] | None,
     only_if_changed: str | None,
+    nrows: int = 1,
 ) -> str | None:
-    """The SQLite INSERT (``keys``: … ON CONFLICT upsert) for rows of ``cols``, run through the
-    driver directly; None if a column's type needs SQLAlchemy's processing (then the generic
-    path runs). SQLAlchemy's per-row parameter processing costs more than SQLite's insert."""
+    """The SQLite INSERT (``keys``: … ON CONFLICT upsert) for ``nrows`` rows of ``cols``, run
+    through the driver directly; None if a column's type needs SQLAlchemy's processing (then
+    the generic path runs). SQLAlchemy's per-row parameter processing costs more than SQLite's
+    insert."""
     for c in cols:
         if not isinstance(table.c[c].type, _PLAIN_TYPES):
             return None
+    one = f"({', '.join('?' for _ in cols)})"
     sql = (
         f"INSERT INTO {_q(table.name)} ({', '.join(_q(c) for c in cols)}) "
-        f"VALUES ({', '.join('?' for _ in cols)})"
+        f"VALUES {', '.join(one for _ in range(nrows))}"
     )
     if keys is None:
         return sql
@@ -446,11 +450,35 @@ def _sqlite_fast(
     if sql is None:
         return False
     if len(cols) == 1:
-        conn.exec_driver_sql(sql, [(r[cols[0]],) for r in rows])
+        params = [(r[cols[0]],) for r in rows]
     else:
         row_of = operator.itemgetter(*cols)  # a tuple per row, positional like the SQL
-        conn.exec_driver_sql(sql, [row_of(r) for r in rows])
+        params = [row_of(r) for r in rows]
+    # Many rows per statement: the driver releases the GIL around each statement's step, so
+    # one step per slice (not per row) keeps a writer thread (Writer.pipelined) from waiting
+    # for the GIL after every row. Same rows in the same order, so the same outcome.
+    per = _sqlite_rows_per_statement(conn, len(cols))
+    full = len(params) - len(params) % per if per > 1 else 0
+    if full:
+        many = _sqlite_sql(table, cols, keys, only_if_changed, per)
+        assert many is not None  # (same columns as ``sql``)
+        flat = itertools.chain.from_iterable
+        conn.exec_driver_sql(many, [tuple(flat(params[i : i + per])) for i in range(0, full, per)])
+    if full < len(params):
+        conn.exec_driver_sql(sql, params[full:])
     return True
+
+
+# rows per multi-row INSERT on SQLite, within its limit on bound variables
+SQLITE_ROWS_PER_STATEMENT = 500
+
+
+def _sqlite_rows_per_statement(conn: Connection, ncols: int) -> int:
+    import sqlite3
+
+    raw = conn.connection.driver_connection
+    limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if raw is not None else 999
+    return max(1, min(SQLITE_ROWS_PER_STATEMENT, limit // ncols))
 
 
 def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
@@ -515,6 +543,10 @@ def upsert(
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(stmt, rows)
+
+
+# SQLite page cache of a pipelined writer's connection (KiB; the default is 2 MB)
+PIPELINED_SQLITE_CACHE_KIB = 65536
 
 
 def _call(fn: Callable[..., None], *args: Any, **kw: Any) -> None:
@@ -587,6 +619,12 @@ class Writer:
         if self._run is not _call:  # already pipelined
             yield self
             return
+        cache = None
+        if self.conn.dialect.name == "sqlite":
+            # a bulk write touches index pages all over: with SQLite's default 2 MB page cache
+            # it writes many of them out again and again (a third of its time at 100k rows)
+            cache = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
+            self.conn.exec_driver_sql(f"PRAGMA cache_size={-PIPELINED_SQLITE_CACHE_KIB}")
         pipe = _Pipeline()
         self._run = pipe
         if self.locker is not None:
@@ -600,7 +638,11 @@ class Writer:
             self._run = _call
             if self.locker is not None:
                 self.locker.run = None
-            pipe.close(abort=not ok)
+            try:
+                pipe.close(abort=not ok)
+            finally:
+                if cache is not None:
+                    self.conn.exec_driver_sql(f"PRAGMA cache_size={int(cache)}")
 
     def claim(self, *scope: str) -> None:
         """Hold ``scope`` (e.g. ``"repo", name``) for the rest of this unit of work.
