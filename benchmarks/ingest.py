@@ -125,6 +125,8 @@ def main() -> None:
     # CPU time summed over this process and the parsers: what the host pays per finding
     print(f"{'parser processes':<28}{args.workers:>14}")
     print(f"{'CPU s (writer + parsers)':<28}{main_cpu:>8.1f} + {worker_cpu:.1f}")
+    if pool is not None:
+        print(f"{'writer waited for parsers':<28}{pool.wait_s:>12.1f} s")
     print(f"{'findings per CPU-second':<28}{total / cpu:>14,.0f}")
     print(f"{'peak RSS (MB)':<28}{peak:>14.1f}")
     load = os.getloadavg()[0]

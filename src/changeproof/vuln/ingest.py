@@ -229,11 +229,6 @@ class ParseJob:
     partial: bool = False
 
 
-# Within one command, findings are handed to the store's writer thread about every this many
-# findings (at a file boundary): SQLite stores them while the next files are parsed.
-FLUSH_FINDINGS = 500
-
-
 def ingest_jobs(
     w: Writer,
     jobs: Iterable[ParseJob],
@@ -257,30 +252,24 @@ def ingest_jobs(
                 if on_file is not None:
                     on_file(res)
         return out
-    with w.pipelined():
-        pending = 0
-        for job in jobs:
-            res = ingest_bytes(
-                w,
-                job.scanner,
-                job.data,
-                file=job.file,
-                repo=job.repo,
-                now=now,
-                settings=settings,
-                scanned_at=job.scanned_at,
-                partial=job.partial,
-                target=job.target,
-            )
-            out.append(res)
-            if on_file is not None:
-                on_file(res)
-            pending += res.findings
-            if pending >= FLUSH_FINDINGS:
-                w.flush()
-                if w.locker is not None:
-                    w.locker.flush(w.conn)
-                pending = 0
+    # (the store's pipelined writer thread was measured here and cost more CPU than it saved:
+    # its batches are small and the GIL hand-offs are not free)
+    for job in jobs:
+        res = ingest_bytes(
+            w,
+            job.scanner,
+            job.data,
+            file=job.file,
+            repo=job.repo,
+            now=now,
+            settings=settings,
+            scanned_at=job.scanned_at,
+            partial=job.partial,
+            target=job.target,
+        )
+        out.append(res)
+        if on_file is not None:
+            on_file(res)
     return out
 
 
