@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import shutil
@@ -122,9 +123,11 @@ def main() -> None:
         with store.writer(Locker(signer)) as w:
             res = src.collect_branch(store, w, "main", since=None, now=now)
         collect_s = time.perf_counter() - t0
-        # CPU time: this process, and the git processes it ran (the host is often shared)
+        # CPU time: this process (both its threads: parsing, and storing on a second one),
+        # and the git processes it ran (the host is often shared)
         collect_cpu = time.process_time() - cpu0
         collect_git_cpu = _children_cpu() - git0
+        collect_load = os.getloadavg()[0]  # wall figures mean little when this is high
 
         t0 = time.perf_counter()
         run = run_check(store, settings, now)
@@ -153,6 +156,7 @@ def main() -> None:
             "collect_cpu_s": round(collect_cpu, 2),
             "collect_git_cpu_s": round(collect_git_cpu, 2),
             "collect_commits_per_cpu_s": round(res.commits / collect_cpu),
+            "collect_load_avg_1m": round(collect_load, 2),
             "check_changes": changes,
             "check_s": round(check_s, 2),
             "check_changes_per_s": round(changes / check_s),
@@ -171,6 +175,7 @@ def main() -> None:
         )
         print(f"{'collect: CPU s (py + git)':<28}{collect_cpu:>8.2f} + {collect_git_cpu:.2f}")
         print(f"{'collect: commits/CPU-s (py)':<28}{figures['collect_commits_per_cpu_s']:>14,}")
+        print(f"{'collect: load avg (1 min)':<28}{collect_load:>14.2f}")
         print(f"{'check: changes':<28}{changes:>14,}")
         print(f"{'check: seconds':<28}{check_s:>14.2f}")
         print(f"{'check: changes/s':<28}{figures['check_changes_per_s']:>14,}   target ≥ 20,000")

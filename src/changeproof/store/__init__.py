@@ -301,7 +301,8 @@ class Store:
 def record_key(record: Record) -> tuple[str, str | None, str | None, datetime]:
     """(key, repo, subject, occurred_at) for a record: its natural identity in the store."""
     if isinstance(record, Change):
-        return record.id, record.repo, record.id, record.merged_at
+        cid = record.id  # (a property: computed once)
+        return cid, record.repo, cid, record.merged_at
     prov = record.provenance  # type: ignore[attr-defined]
     repo = getattr(record, "repo", None)
     subject = getattr(record, "subject", None)
