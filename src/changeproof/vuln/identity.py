@@ -129,6 +129,7 @@ def norm_package(name: str, ecosystem: str) -> str:
 _IMAGE_TAG = re.compile(r"^(?P<name>[^@\s]+?)(?::[\w][\w.-]{0,127})?(?:@sha256:[0-9a-f]{64})?$")
 
 
+@lru_cache(maxsize=4096)
 def norm_target(target: str, *, image: bool = False) -> str:
     """A scan target without what changes every release: an image's tag and digest, the
     " (alpine 3.14.0)" Trivy appends, and the temp-dir prefixes CI runners add."""

@@ -46,6 +46,11 @@ BATCH = 1000
 _tier_of = operator.attrgetter("tier")
 
 
+@functools.lru_cache(maxsize=1024)
+def _file_name(file: str) -> str:
+    return Path(file).name
+
+
 def make_scan_id(repo: str, scanner: str, raw_sha256: str, scanned_at: datetime | None) -> str:
     key = f"{repo}\x1f{scanner}\x1f{raw_sha256}\x1f{scanned_at.isoformat() if scanned_at else ''}"
     return "S-" + hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -178,7 +183,7 @@ def write_parsed(
         coverage=() if is_partial else parsed.coverage,
         findings=len(parsed.findings),
         skipped=parsed.skipped,
-        file=Path(ctx.file).name,
+        file=_file_name(ctx.file),
         notes=tuple(parsed.notes),
         provenance=Provenance(
             source=f"scanner:{scanner}",

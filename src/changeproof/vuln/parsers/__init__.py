@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 
 from changeproof.vuln.parsers.base import ParseContext, ParsedScan, Parser
@@ -20,6 +21,7 @@ SCANNERS: dict[str, str] = {
 }
 
 
+@functools.cache
 def parser_for(scanner: str) -> Parser:
     module = importlib.import_module(SCANNERS[scanner])
     fn: Parser = module.parse
