@@ -21,7 +21,7 @@ from changeproof.settings import Settings
 from changeproof.sources.git import FORMAT, GitSource, StreamedCommits, _GitStream
 from changeproof.store import Store
 from changeproof.workspace import Workspace
-from tests.conftest import GIT_ENV
+from tests.conftest import GIT_ENV, GitRepo
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 PEOPLE = [f"Dev {i} <dev{i}@example.com>" for i in range(7)]
@@ -182,3 +182,29 @@ def test_a_failing_git_log_is_reported(tmp_path: Path) -> None:
         _ = "0" * 40 in StreamedCommits(s)
     with _GitStream(tmp_path, args) as s, pytest.raises(SourceError, match="no-such-revision"):
         StreamedCommits(s).finish()
+
+
+def test_since_cuts_what_a_merge_brought_in_at_the_cut(
+    repo: GitRepo, store: Store, workspace: Workspace
+) -> None:
+    """A merge after --since brings in its branch's commits only, not the first-parent history
+    before the cut (nor what earlier merges brought in), even where that branch forked."""
+    repo.branch("early")
+    early = repo.commit("early work", {"e.txt": "1"})
+    repo.checkout("main")
+    repo.merge("early", "Merge pull request #1 from acme/early")
+    fork = repo.commit("old direct push", {"o.txt": "1"})
+    repo.clock += 86400 * 30
+    cutoff = datetime.fromtimestamp(repo.clock, tz=UTC)
+    repo.branch("feature", fork)
+    feat = repo.commit("feature work", {"f.txt": "1"})
+    repo.checkout("main")
+    merge = repo.merge("feature", "Merge pull request #2 from acme/feature")
+    src = GitSource(repo.path, Settings(), repo="acme/app")
+    with store.writer(Locker(workspace.signer())) as w:
+        res = src.collect_branch(store, w, "main", since=cutoff, now=NOW)
+    assert res.commits == 1
+    [c] = store.records(Change, repo="acme/app")
+    assert (c.number, c.merge_sha) == (2, merge)
+    assert [x.sha for x in c.commits] == [feat]
+    assert early not in {x.sha for x in c.commits}

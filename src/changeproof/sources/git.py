@@ -17,6 +17,7 @@ The source only maps; it judges nothing.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -528,13 +529,18 @@ class GitSource:
             "log", "--reverse", "--first-parent", "--diff-merges=first-parent", "--name-status",
             "-M", "-z", f"--format={FORMAT}", *since_args, *rng, "--",
         ]  # fmt: skip
-        all_args = ["log", "--reverse", f"--format={FORMAT}", *rng, "--"]
-        with (
-            _GitStream(self.path, fp_args) as stream,
-            _GitStream(self.path, all_args) as every,
-            w.pipelined(),  # batches are stored on the second core while the next is parsed
-        ):
-            universe = StreamedCommits(every)
+        with contextlib.ExitStack() as stack:
+            stream = stack.enter_context(_GitStream(self.path, fp_args))
+
+            def all_commits(*bound: str) -> StreamedCommits:
+                args = ["log", "--reverse", f"--format={FORMAT}", *rng, *bound, "--"]
+                return StreamedCommits(stack.enter_context(_GitStream(self.path, args)))
+
+            # With --since, what merges brought in stops where the first-parent history before
+            # the cut does: the all-commits log then leaves out what the parent of the first
+            # commit kept reaches (it starts once the walk names that commit).
+            universe = all_commits() if since is None else None
+            stack.enter_context(w.pipelined())  # batches are stored on a second core meanwhile
             # (these queries run while git walks the history)
             platform = self.settings.platform_of(self.repo)
             existing = self._existing_numbers(store)
@@ -546,6 +552,7 @@ class GitSource:
 
             def land(group: list[RawCommit]) -> None:
                 nonlocal changes, direct
+                assert universe is not None
                 introduced = (
                     self._introduced(group[-1], universe, merged)
                     if len(group[-1].parents) > 1
@@ -572,6 +579,8 @@ class GitSource:
                 rc = _parse_chunk(chunk)
                 if rc is None or (since is not None and rc.committed_at < since):
                     continue
+                if universe is None:
+                    universe = all_commits(*(f"^{p}" for p in rc.parents[:1]))
                 n += 1
                 merged.add(rc.sha)
                 single = len(rc.parents) == 1
@@ -591,7 +600,8 @@ class GitSource:
                 run = single and _is_web_flow(rc) and not self._marker(rc, platform)
             if group:
                 land(group)
-            universe.finish()
+            if universe is not None:
+                universe.finish()
         w.set_cursor("git", scope, tip)
         cov_raw = (
             f"git {self.repo} {branch} {tip} since={since.isoformat() if since else '-'}".encode()
