@@ -11,11 +11,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import operator
-import os
-import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -69,21 +66,6 @@ def read_file(path: Path) -> bytes:
         raise InputFormatError(f"{path}: cannot be read ({exc.strerror})") from None
 
 
-# Hashing a large file overlaps its parsing: the parser runs in a helper thread while this one
-# hashes (hashlib releases the GIL, msgspec does not — so the thread that hashes must be the
-# one that waits); below this size handing the work over costs more than the overlap saves.
-OVERLAP_MIN_BYTES = 64 * 1024
-
-
-@functools.cache
-def _parse_thread() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(1, thread_name_prefix="changeproof-parse")
-
-
-# a forked child has the executor object but not its thread: it makes its own
-os.register_at_fork(after_in_child=_parse_thread.cache_clear)
-
-
 def parse_bytes(
     scanner: str,
     data: bytes,
@@ -97,29 +79,18 @@ def parse_bytes(
     raw_sha256: str | None = None,
 ) -> tuple[ParseContext, ParsedScan]:
     """Parse one file; its digest (and so its scan id) is computed here unless given."""
-    parser = parser_for(scanner)
+    raw = raw_sha256 or hashlib.sha256(data).hexdigest()
     ctx = ParseContext(
         file=file,
         repo=repo,
-        scan_id="",
-        raw_sha256="",
+        scan_id=make_scan_id(repo, scanner, raw, scanned_at),
+        raw_sha256=raw,
         now=now,
         scanned_at=scanned_at,
         target=target,
         unscored=settings.patching.unscored_tier,
     )
-    if raw_sha256 is not None or len(data) < OVERLAP_MIN_BYTES:
-        ctx.raw_sha256 = raw_sha256 or hashlib.sha256(data).hexdigest()
-        ctx.scan_id = make_scan_id(repo, scanner, ctx.raw_sha256, scanned_at)
-        return ctx, parser(data, ctx)
-    ready = ctx.digest_ready = threading.Event()
-    parsing = _parse_thread().submit(parser, data, ctx)
-    try:
-        ctx.raw_sha256 = hashlib.sha256(data).hexdigest()
-        ctx.scan_id = make_scan_id(repo, scanner, ctx.raw_sha256, scanned_at)
-    finally:
-        ready.set()  # never leave the parser waiting, even if hashing was interrupted
-    return ctx, parsing.result()
+    return ctx, parser_for(scanner)(data, ctx)
 
 
 def ingest_bytes(
@@ -147,7 +118,7 @@ def ingest_bytes(
         scanned_at=scanned_at,
         target=target,
     )
-    # the digest computed while parsing is the locker's: it does not hash the bytes again
+    # the digest parse_bytes computed is the locker's: it does not hash the bytes again
     w.put_raw(
         data,
         kind=f"scan:{scanner}",

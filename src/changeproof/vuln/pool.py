@@ -18,7 +18,6 @@ in-process parsing stores) and is decoded into
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import multiprocessing
 import pickle
 import time
@@ -100,8 +99,6 @@ def _worker(conn: Connection, out: Connection) -> None:
                 settings=settings,
                 scanned_at=job.scanned_at,
                 target=job.target,
-                # hashed here, not overlapped with parsing: the other core is the writer's
-                raw_sha256=hashlib.sha256(data).hexdigest(),
             )
         except ChangeproofError as exc:
             # sent back as parts: an error class with keyword-only arguments does not unpickle

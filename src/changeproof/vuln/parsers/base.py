@@ -9,7 +9,6 @@ file of the wrong kind fails on a missing required field with its path). They bu
 from __future__ import annotations
 
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,9 +57,6 @@ class ParseContext:
     # per-scan memos of normalised names (ecosystem → normalised; (package, ecosystem) → name)
     _eco: dict[str, str] = field(default_factory=dict)
     _pkg: dict[tuple[str, str], str] = field(default_factory=dict)
-    # set while another thread is still hashing the raw bytes (scan_id depends on the digest):
-    # the parser decodes meanwhile and waits for it before its first finding
-    digest_ready: threading.Event | None = None
     _template: FindingObservation | None = None
 
     def settle_time(self, scanner_time: datetime | None) -> tuple[datetime, str]:
@@ -105,9 +101,6 @@ class ParseContext:
         # **kwargs, and the per-scan memos below instead of repeated normalisation
         when = self._when
         assert when is not None, "settle_time() first"
-        if self.digest_ready is not None:
-            self.digest_ready.wait()
-            self.digest_ready = None
         sev = severities if type(severities) is tuple else tuple(severities)
         # other ids of the advisory (sorted, without itself) and whether any is a MAL-* id
         mal = advisory_id[:4].upper() == "MAL-"
