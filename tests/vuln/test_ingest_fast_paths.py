@@ -4,6 +4,7 @@ files in flight."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -168,3 +169,23 @@ def test_the_parser_pool_stores_what_in_process_parsing_stores(
     finally:
         for s in stores:
             s.close()
+
+
+def test_ingest_restores_the_gc_thresholds_even_when_a_file_is_bad(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    good = DD / "trivy" / "all_statuses.json"
+    jobs = [
+        ParseJob("trivy", good.name, good.read_bytes(), "acme/app", WHEN),
+        ParseJob("trivy", "cut.json", good.read_bytes()[:300], "acme/app", WHEN),
+    ]
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with (
+            pytest.raises(InputFormatError, match=r"cut\.json: the JSON ends early"),
+            store.writer(Locker(Signer.generate(tmp_path / "keys"))) as w,
+        ):
+            ingest_jobs(w, jobs, now=NOW, settings=Settings())
+        assert gc.get_threshold() == before
+        assert _stored(store) == []  # all or nothing
+    finally:
+        store.close()

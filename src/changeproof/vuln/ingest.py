@@ -8,11 +8,13 @@ before it too. Memory stays flat: one file's findings at a time, written in batc
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import operator
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -205,6 +207,21 @@ class ParseJob:
     partial: bool = False
 
 
+# An ingest allocates millions of short-lived, acyclic objects (decoded structs, findings);
+# the default cyclic-GC cadence (every 700 allocations) spent ≈ 7 % of the CPU scanning them.
+GC_GEN0_THRESHOLD = 50_000
+
+
+@contextlib.contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    old = gc.get_threshold()
+    gc.set_threshold(max(old[0], GC_GEN0_THRESHOLD), *old[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def ingest_jobs(
     w: Writer,
     jobs: Iterable[ParseJob],
@@ -222,7 +239,7 @@ def ingest_jobs(
     if workers > 0:
         from changeproof.vuln.pool import ParsePool
 
-        with ParsePool(workers) as pool:
+        with ParsePool(workers) as pool, _fewer_gc_passes():
             for res in pool.ingest_jobs(w, jobs, now=now, settings=settings):
                 out.append(res)
                 if on_file is not None:
@@ -230,22 +247,23 @@ def ingest_jobs(
         return out
     # (the store's pipelined writer thread was measured here and cost more CPU than it saved:
     # its batches are small and the GIL hand-offs are not free)
-    for job in jobs:
-        res = ingest_bytes(
-            w,
-            job.scanner,
-            job.data,
-            file=job.file,
-            repo=job.repo,
-            now=now,
-            settings=settings,
-            scanned_at=job.scanned_at,
-            partial=job.partial,
-            target=job.target,
-        )
-        out.append(res)
-        if on_file is not None:
-            on_file(res)
+    with _fewer_gc_passes():
+        for job in jobs:
+            res = ingest_bytes(
+                w,
+                job.scanner,
+                job.data,
+                file=job.file,
+                repo=job.repo,
+                now=now,
+                settings=settings,
+                scanned_at=job.scanned_at,
+                partial=job.partial,
+                target=job.target,
+            )
+            out.append(res)
+            if on_file is not None:
+                on_file(res)
     return out
 
 

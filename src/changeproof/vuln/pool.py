@@ -18,6 +18,7 @@ in-process parsing stores) and is decoded into
 from __future__ import annotations
 
 import contextlib
+import gc
 import multiprocessing
 import pickle
 import time
@@ -33,7 +34,13 @@ from changeproof.errors import ChangeproofError
 from changeproof.evidence import FindingObservation, SeverityTier
 from changeproof.settings import Settings
 from changeproof.store import Writer
-from changeproof.vuln.ingest import FileResult, ParseJob, parse_bytes, write_parsed
+from changeproof.vuln.ingest import (
+    GC_GEN0_THRESHOLD,
+    FileResult,
+    ParseJob,
+    parse_bytes,
+    write_parsed,
+)
 from changeproof.vuln.parsers import ParseContext, ParsedScan
 
 __all__ = ["ParseJob", "ParsePool"]
@@ -74,6 +81,7 @@ _STOP = b""
 def _worker(conn: Connection, out: Connection) -> None:
     """A parser process: read (header, bytes) jobs until the stop message; answer each with
     b"ok" + JSON, or b"er" + a pickled (error class, what, expected, hint) / exception."""
+    gc.set_threshold(max(gc.get_threshold()[0], GC_GEN0_THRESHOLD))  # this process parses only
     jobs = msgspec.msgpack.Decoder(_Job)
     enc = msgspec.json.Encoder()
     settings_by_tier: dict[str, Settings] = {}
