@@ -455,9 +455,10 @@ def _sqlite_fast(
     else:
         row_of = operator.itemgetter(*cols)  # a tuple per row, positional like the SQL
         params = [row_of(r) for r in rows]
-    # Many rows per statement: the driver releases the GIL around each statement's step, so
-    # one step per slice (not per row) keeps a writer thread (Writer.pipelined) from waiting
-    # for the GIL after every row. Same rows in the same order, so the same outcome.
+    # Many rows per statement: the driver releases the GIL around each statement's step, and
+    # a writer thread (Writer.pipelined) then waits up to the 5 ms switch interval to get it
+    # back while the caller parses; one step per batch, not per row, makes that wait rare.
+    # Same rows in the same order, so the same outcome.
     per = _sqlite_rows_per_statement(conn, len(cols))
     full = len(params) - len(params) % per if per > 1 else 0
     if full:
@@ -471,7 +472,7 @@ def _sqlite_fast(
 
 
 # rows per multi-row INSERT on SQLite, within its limit on bound variables
-SQLITE_ROWS_PER_STATEMENT = 500
+SQLITE_ROWS_PER_STATEMENT = 2000
 
 
 def _sqlite_rows_per_statement(conn: Connection, ncols: int) -> int:
