@@ -491,7 +491,12 @@ def _row_groups(
     if not RECORD_CONTROLS:
         return
     shipped = shipped_changes(store, settings, repo=repo)
-    for ids in shipped.values():
+    # the deployment controls judge the period's deployments only: what those shipped from
+    # before the period is judged too (never assumed); older deployments' shipments are not
+    judged = {d.id for _, d in store.iter_records(Deployment, repo=repo, start=p.start, end=p.end)}
+    for dep_id, ids in shipped.items():
+        if dep_id not in judged:
+            continue
         for cid in ids:
             if cid in review_testing:
                 continue
