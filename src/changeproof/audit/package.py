@@ -140,6 +140,7 @@ class AuditResult:
             "files": self.files,
             "policy": self.policy,
             "locker": self.locker,
+            "phases_s": self.timings,  # where the time went: population, evaluate, pdf, …
         }
 
 
