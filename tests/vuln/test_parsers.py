@@ -349,3 +349,39 @@ def test_empty_output_is_refused() -> None:
     with pytest.raises(InputFormatError) as err:
         parse("osv-scanner", DD / "osv_scanner" / "no_findings.json")
     assert "empty" in err.value.message
+
+
+def test_osv_takes_the_ghsa_label_when_there_is_no_score(tmp_path: Path) -> None:
+    record = {
+        "results": [
+            {
+                "source": {"path": "/app/package-lock.json", "type": "lockfile"},
+                "packages": [
+                    {
+                        "package": {"name": "lodash", "version": "4.17.20", "ecosystem": "npm"},
+                        "vulnerabilities": [
+                            {
+                                "id": "GHSA-35jh-r3h4-6jhm",
+                                "aliases": ["CVE-2021-23337"],
+                                "summary": "Command injection in lodash",
+                                "database_specific": {"severity": "HIGH", "cwe_ids": ["CWE-94"]},
+                            }
+                        ],
+                        "groups": [{"ids": ["GHSA-35jh-r3h4-6jhm"], "max_severity": ""}],
+                    }
+                ],
+            }
+        ]
+    }
+    path = tmp_path / "osv.json"
+    path.write_text(json.dumps(record))
+    (f,) = parse("osv-scanner", path).findings
+    assert (f.tier, f.needs_triage) == ("high", False)
+    assert any(s.label == "HIGH" for s in f.severities)
+    # other databases put other things under database_specific: ignored, never an error
+    record["results"][0]["packages"][0]["vulnerabilities"][0]["database_specific"] = {  # type: ignore[index]
+        "severity": 7, "source": "x"
+    }  # fmt: skip
+    path.write_text(json.dumps(record))
+    (g,) = parse("osv-scanner", path).findings
+    assert g.needs_triage

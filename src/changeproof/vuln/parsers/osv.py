@@ -9,6 +9,7 @@ computed number or ``""``. ``MAL-*`` (malicious package) advisories are critical
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import msgspec
 
@@ -43,15 +44,19 @@ class _Affected(msgspec.Struct):
     ranges: list[_Range] = []
 
 
+class _DbSpecific(msgspec.Struct):
+    # GHSA: LOW / MODERATE / HIGH / CRITICAL; other databases put other things here
+    severity: Any = None
+
+
 class _Vuln(msgspec.Struct):
     id: str
     aliases: list[str] | None = None
     summary: str = ""
     severity: list[_Sev] | None = None
     affected: list[_Affected] | None = None
-    # database_specific (GHSA's severity label) is not read: it was declared as
-    # ``_DbSpecific | Any``, which msgspec decodes as Any, so the label never reached the
-    # severity inputs; reading it now would change stored findings (see docs/design.md)
+    # only GHSA's severity label is read; the rest (often large) is skipped by the decoder
+    database_specific: _DbSpecific | None = None
 
 
 class _Group(msgspec.Struct):
@@ -120,6 +125,9 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
                     for s in v.severity or ():
                         if s.type.startswith("CVSS") and s.score:
                             sev.append(SeverityInput(source=f"osv:{v.id}", vector=s.score))
+                    ds = v.database_specific
+                    if ds is not None and isinstance(ds.severity, str) and ds.severity:
+                        sev.append(SeverityInput(source=f"osv:{v.id}", label=ds.severity))
                     fixed.extend(_fixed_versions(v, p.package.name))
                 if g.max_severity:
                     with contextlib.suppress(ValueError):
