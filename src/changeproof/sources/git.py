@@ -112,6 +112,17 @@ def _run_git(path: Path, args: list[str], *, check_msg: str | None = None) -> by
     return proc.stdout
 
 
+def _widen_pipe(fd: int) -> None:
+    """A 1 MB pipe (Linux), so git runs ahead while Python is busy; where the system does not
+    allow it (a lower limit, another OS) the default pipe does, only with more waiting."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
+    except (ImportError, AttributeError, OSError):
+        pass
+
+
 class _GitStream:
     """A running `git …` whose standard output is read in records as it is produced."""
 
@@ -124,7 +135,6 @@ class _GitStream:
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 bufsize=0,  # raw reads: each returns what the pipe holds
-                pipesize=1 << 20,  # git runs ahead while Python is busy (Linux; else ignored)
                 # full buffering: on a pipe git otherwise writes (and we read) once per commit,
                 # a system call each side for every record
                 env={**os.environ, "GIT_FLUSH": "0"},
@@ -135,6 +145,8 @@ class _GitStream:
                 expected="the git command-line tool",
                 hint="install git (e.g. `apt-get install git`) and try again",
             ) from None
+        assert self.proc.stdout is not None
+        _widen_pipe(self.proc.stdout.fileno())
 
     def blocks(self, size: int = 1 << 18) -> Iterator[bytes]:
         """Raw output as it comes; raises SourceError at the end if git failed."""
