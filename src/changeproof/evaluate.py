@@ -18,6 +18,7 @@ import contextlib
 import dataclasses
 import gc
 import hashlib
+import itertools
 import multiprocessing
 import os
 import queue
@@ -64,6 +65,7 @@ __all__ = [
     "default_jobs",
     "evaluate_change",  # re-exported from controls.evaluation (the gate imports it from there)
     "iter_changes",
+    "iter_result_groups",
     "iter_result_rows",
     "iter_results",
     "promotion_context",
@@ -444,6 +446,26 @@ def iter_result_rows(
         groups.close()
 
 
+def iter_result_groups(
+    store: Store,
+    settings: Settings,
+    now: datetime,
+    *,
+    period: Period | None = None,
+    repo: str | None = None,
+    on_change: Callable[[], None] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    jobs: int = 1,
+) -> Generator[tuple[tuple[str, str, str | None, str, str, bytes], ...], None, None]:
+    """:func:`iter_result_rows` as plain (control, subject, repo, outcome, digest, body)
+    tuples, one group per change or record result: for consumers that count most rows and
+    decode few (the audit)."""
+    return _row_groups(
+        store, settings, now, p=period or Period(None, None), repo=repo, ctx=None,
+        on_change=on_change, extra=extra, jobs=jobs, parallel_from=PARALLEL_FROM,
+    )  # fmt: skip
+
+
 def _row_groups(
     store: Store,
     settings: Settings,
@@ -731,6 +753,17 @@ class _ResultWriter:
         self.run_id = run_id
         self.batch = batch
         self.rows: list[Any] = []
+        # SQLite: many rows per statement. The driver releases the GIL around every step, and
+        # with one row per statement this thread then waits for it again after each row while
+        # the evaluating thread runs; a step per slice of rows makes that rare.
+        self.per = 1
+        if conn.dialect.name == "sqlite" and self.order == tuple(range(len(self.COLS))):
+            from changeproof.store import _sqlite_rows_per_statement
+
+            self.per = _sqlite_rows_per_statement(conn, len(self.COLS))
+            one = "(" + ", ".join("?" for _ in self.COLS) + ")"
+            head = self.sql.split(" VALUES ", 1)[0]
+            self.many_sql = f"{head} VALUES {', '.join(one for _ in range(self.per))}"
 
     def add(self, r: ResultRow) -> None:
         self.add_group((_plain(r),))
@@ -769,9 +802,19 @@ class _ResultWriter:
         while (rows := self._queue.get()) is not None:
             if self._error is None:
                 try:
-                    self.conn.exec_driver_sql(self.sql, rows)
+                    self._write(rows)
                 except BaseException as exc:  # re-raised in the evaluating thread
                     self._error = exc
+
+    def _write(self, rows: list[Any]) -> None:
+        per = self.per
+        full = len(rows) - len(rows) % per if per > 1 else 0
+        if full:
+            flat = itertools.chain.from_iterable
+            slices = [tuple(flat(rows[i : i + per])) for i in range(0, full, per)]
+            self.conn.exec_driver_sql(self.many_sql, slices)
+        if full < len(rows):
+            self.conn.exec_driver_sql(self.sql, rows[full:])
 
     def abort(self) -> None:
         self.rows = []
@@ -785,7 +828,7 @@ class _ResultWriter:
         """Write what is left and wait for the writer; re-raise its error, if any."""
         if self.rows:
             if self._queue is None:
-                self.conn.exec_driver_sql(self.sql, self.rows)
+                self._write(self.rows)
             else:
                 self._queue.put(self.rows)
             self.rows = []

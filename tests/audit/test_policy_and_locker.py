@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 import sqlalchemy as sa
 
 from changeproof.audit import verify_package
@@ -203,8 +204,9 @@ def test_altered_policy_text_in_the_locker_is_a_finding(
 # --- the locker (CM-POP-2) ------------------------------------------------------------------
 
 
-def test_intact_locker_passes_cm_pop_2(audit: AuditFn, workspace: Workspace) -> None:
-    res = audit()
+@pytest.mark.parametrize("jobs", [1, 2])  # 2: the locker is verified in a forked process
+def test_intact_locker_passes_cm_pop_2(audit: AuditFn, workspace: Workspace, jobs: int) -> None:
+    res = audit(jobs=jobs)
     pkg = res.out
     r = pop2(pkg)
     assert r["outcome"] == "pass", r["reasons"]
@@ -224,12 +226,13 @@ def test_intact_locker_passes_cm_pop_2(audit: AuditFn, workspace: Workspace) -> 
     assert ok.returncode == 0 and ok.stdout.startswith("intact"), ok.stdout + ok.stderr
 
 
-def test_tampered_locker_fails_cm_pop_2(audit: AuditFn, populated: Store) -> None:
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_tampered_locker_fails_cm_pop_2(audit: AuditFn, populated: Store, jobs: int) -> None:
     e = schema.locker_entries
     with populated.engine.begin() as conn:
         victim = conn.execute(sa.select(e.c.seq).order_by(e.c.seq).limit(1).offset(5)).scalar_one()
         conn.execute(sa.delete(e).where(e.c.seq == victim))
-    res = audit()
+    res = audit(jobs=jobs)
     pkg = res.out
     r = pop2(pkg)
     assert r["outcome"] == "fail"

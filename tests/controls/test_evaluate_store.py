@@ -77,6 +77,22 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
         Result(control="CM-X", subject=f"s{i}", outcome=Outcome.PASS, reasons=("ok",))
         for i in range(25)
     ]
+    # enough rows for SQLite's many-rows-per-statement slices and a remainder after them
+    many = [
+        Result(control="CM-Y", subject=f"m{i}", outcome=Outcome.FAIL, reasons=("no",))
+        for i in range(4_321)
+    ]
+    with store.engine.begin() as conn:
+        w = _ResultWriter(conn, 6, batch=3_000)
+        for r in many:
+            w.add(result_row(r))
+        w.close()
+        stored = conn.execute(
+            sa.select(schema.results.c.subject, schema.results.c.body)
+            .where(schema.results.c.run_id == 6)
+            .order_by(schema.results.c.id)
+        ).all()
+    assert [tuple(g) for g in stored] == [(r.subject, result_row(r).body) for r in many]
     with store.engine.begin() as conn:
         w = _ResultWriter(conn, 7, batch=4)
         for r in rows:

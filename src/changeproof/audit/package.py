@@ -231,6 +231,10 @@ def run_audit(
         timings[name] = round(now - clock, 3)
         clock = now
 
+    # CM-POP-2 judges the locker; controls cannot read the store, so verify it here with the
+    # key that signs the package, and hand the report over as `check` does. It reads the
+    # whole locker, so it runs beside the population pass (which uses one core) when it can.
+    locker_report = _verify_beside(store, signer.public_pem, beside=req.jobs > 1)
     pop = build_population(
         store, settings, start=req.start, end=req.end, now=req.now, repos=req.repos, advance=advance
     )
@@ -238,9 +242,7 @@ def run_audit(
     plans, chosen = _choose(pop, req)
     sampled = _gather(store, settings, pop, chosen)
     lap("sample")
-    # CM-POP-2 judges the locker; controls cannot read the store, so verify it here with the
-    # key that signs the package, and hand the report over as `check` does
-    locker = verify_locker(store, signer.public_pem).to_dict()
+    locker = locker_report()
     lap("locker")
     policy = policy_evidence.gather(store, settings, req.start, req.end, req.now)
     lap("policy")
@@ -446,6 +448,50 @@ def _offer(best: dict[str, tuple[Deployment, str]], dep: Deployment, dig: str) -
         best[dep.environment] = (dep, dig)
 
 
+def _verify_beside(
+    store: Store, public_pem: bytes, *, beside: bool
+) -> Callable[[], dict[str, Any]]:
+    """The locker's verification report, computed in a forked process while the caller goes
+    on (``beside`` and fork available), else right away; call the result to get it."""
+    import multiprocessing
+
+    if not beside or "fork" not in multiprocessing.get_all_start_methods():
+        report = verify_locker(store, public_pem).to_dict()
+        return lambda: report
+    mp = multiprocessing.get_context("fork")
+    receive, send = mp.Pipe(duplex=False)
+    child = mp.Process(
+        target=_verify_child, args=(store, public_pem, send), name="locker-verify", daemon=True
+    )
+    child.start()
+    send.close()
+
+    def join() -> dict[str, Any]:
+        try:
+            kind, value = receive.recv()
+        except EOFError:
+            kind, value = "error", f"the locker verification process ended ({child.exitcode})"
+        finally:
+            receive.close()
+            child.join()
+        if kind == "error":  # verify in this process instead: same report, or the real error
+            return verify_locker(store, public_pem).to_dict()
+        return dict(value)
+
+    return join
+
+
+def _verify_child(store: Store, public_pem: bytes, send: Any) -> None:
+    # the parent's pooled connections stay the parent's: this process opens its own
+    store.engine.dispose(close=False)
+    try:
+        send.send(("ok", verify_locker(store, public_pem).to_dict()))
+    except BaseException as exc:  # reported to the parent, which verifies itself
+        send.send(("error", repr(exc)))
+    finally:
+        send.close()
+
+
 def _evaluate(
     store: Store,
     settings: Settings,
@@ -458,8 +504,9 @@ def _evaluate(
     jobs: int = 1,
 ) -> dict[str, Counter[str]]:
     """Run every registered control over the period; keep counts, and the sample's results."""
-    from changeproof.evaluate import Period, iter_result_rows
+    from changeproof.evaluate import Period, iter_result_groups
 
+    decode = msgspec.json.Decoder(Result).decode
     link: dict[str, list[Sampled]] = defaultdict(list)
     for s in sampled:
         link[s.row.id].append(s)
@@ -474,7 +521,7 @@ def _evaluate(
     seen: set[tuple[str, str]] = set()
     repos: list[str | None] = list(req.repos) if req.repos else [None]
     for repo in repos:
-        for row in iter_result_rows(
+        for group in iter_result_groups(
             store,
             settings,
             req.now,
@@ -484,22 +531,22 @@ def _evaluate(
             extra=extra,
             jobs=jobs,
         ):
-            population_level = row.control in pop_level
-            if population_level:  # the same once per run, not once per repository
-                key = (row.control, row.subject)
-                if key in seen:
-                    continue
-                seen.add(key)
-            counts[row.control][row.outcome] += 1
-            linked = link.get(row.subject, ())
-            if not linked and not population_level:
-                continue  # counted; only the sample's and population-level results are kept
-            r = row.result()
-            for s in linked:
-                if r not in s.results:
-                    s.results.append(r)
-            if population_level:
-                pop.population_results.append(r)
+            for control, subject, _repo, outcome, _digest, body in group:
+                population_level = control in pop_level
+                if population_level:  # the same once per run, not once per repository
+                    if (control, subject) in seen:
+                        continue
+                    seen.add((control, subject))
+                counts[control][outcome] += 1
+                linked = link.get(subject, ())
+                if not linked and not population_level:
+                    continue  # counted; only the sample's and population-level results are kept
+                r = decode(body)
+                for s in linked:
+                    if r not in s.results:
+                        s.results.append(r)
+                if population_level:
+                    pop.population_results.append(r)
     return counts
 
 
@@ -972,7 +1019,9 @@ def write_zip(folder: Path) -> Path:
     """A zip of the package with fixed timestamps; the same folder gives the same bytes."""
     target = folder.with_name(folder.name + ".zip")
     tmp = target.with_name(target.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    # deflate level 1: several times faster than the default 6 on the population files, a
+    # somewhat larger zip; still the same bytes for the same folder
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for p in sorted(folder.rglob("*")):
             if p.is_file():
                 info = zipfile.ZipInfo(
@@ -980,6 +1029,6 @@ def write_zip(folder: Path) -> Path:
                 )
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o644 << 16
-                zf.writestr(info, p.read_bytes())
+                zf.writestr(info, p.read_bytes(), compresslevel=1)
     tmp.replace(target)
     return target
