@@ -446,10 +446,12 @@ def test_oscal_validator_rejects_a_broken_document(audit: AuditFn) -> None:
 # --- PDF and CLI ---------------------------------------------------------------------------
 
 
-def test_pdf_summary(audit: AuditFn) -> None:
-    res = audit(pdf=True)
+@pytest.mark.parametrize("jobs", [1, 2])  # 2: rendered in a forked process beside the pages
+def test_pdf_summary(audit: AuditFn, workspace: Workspace, jobs: int) -> None:
+    res = audit(pdf=True, jobs=jobs)
     data = (res.out / "summary.pdf").read_bytes()
     assert data.startswith(b"%PDF-") and len(data) > 2000
+    assert verify_package(res.out, trusted_key=workspace.public_key_pem()).ok  # signed with it
 
 
 CLI = [sys.executable, "-m", "changeproof"]

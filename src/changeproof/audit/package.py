@@ -919,19 +919,62 @@ def _write(
     ctx["exported"] = set(bodies)
     raw_dir = root / "evidence" / "raw"
     ctx["raw_exported"] = {p.name for p in raw_dir.iterdir()} if raw_dir.is_dir() else set()
+    t = time.perf_counter()
+    pdf_written = _pdf_beside(root, ctx, beside=req.jobs > 1) if req.pdf else None
     _put(root, "index.html", render.index_html(ctx))
     for s in sampled:
         _put(root, f"changes/{s.slug}.html", render.change_html(ctx, s))
-    if req.pdf:
-        t = time.perf_counter()
-        _put(root, "summary.pdf", render.pdf(ctx))
-        if timings is not None:
-            timings["pdf"] = round(time.perf_counter() - t, 3)
     ap, ar = oscal.documents(req, settings, pop, plans, sampled, attributes, audit, root)
     _put(root, "oscal/assessment-plan.json", _json(ap))
     _put(root, "oscal/assessment-results.json", _json(ar))
     _put(root, "VERIFY.md", render.verify_md(ctx).encode("utf-8"))
+    if pdf_written is not None:
+        pdf_written()
+        if timings is not None:  # (the PDF's time, partly beside the other pages)
+            timings["pdf"] = round(time.perf_counter() - t, 3)
     return ctx
+
+
+def _pdf_beside(root: Path, ctx: dict[str, Any], *, beside: bool) -> Callable[[], None]:
+    """Write summary.pdf, in a forked process while the caller writes the other pages
+    (``beside`` and fork available) or right away; call the result to wait for it."""
+    import multiprocessing
+
+    from changeproof.audit import render
+
+    if not beside or "fork" not in multiprocessing.get_all_start_methods():
+        _put(root, "summary.pdf", render.pdf(ctx))
+        return lambda: None
+    mp = multiprocessing.get_context("fork")
+    receive, send = mp.Pipe(duplex=False)
+    child = mp.Process(target=_pdf_child, args=(root, ctx, send), name="pdf", daemon=True)
+    child.start()
+    send.close()
+
+    def join() -> None:
+        try:
+            ok = receive.recv() == "ok"
+        except EOFError:
+            ok = False
+        finally:
+            receive.close()
+            child.join()
+        if not ok:  # render here instead: the same PDF, or the real error with its advice
+            _put(root, "summary.pdf", render.pdf(ctx))
+
+    return join
+
+
+def _pdf_child(root: Path, ctx: dict[str, Any], send: Any) -> None:
+    from changeproof.audit import render
+
+    try:
+        _put(root, "summary.pdf", render.pdf(ctx))
+        send.send("ok")
+    except BaseException as exc:  # the parent renders again and reports it properly
+        send.send(repr(exc))
+    finally:
+        send.close()
 
 
 def _bodies(store: Store, digests: set[str]) -> dict[str, tuple[bytes, str]]:
