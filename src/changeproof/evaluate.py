@@ -289,6 +289,7 @@ class _Judge:
         index = ctx.extra.get(INDEX_KEY)
         self.index = index if isinstance(index, PromotionIndex) else None
         self.decode = msgspec.json.Decoder(Change).decode
+        self.controlled: dict[tuple[str, str], bool] = {}
 
     def batch(self, rows: list[tuple[str, bytes]]) -> list[_Judged | None]:
         return [self.one(digest, self.decode(body)) for digest, body in rows]
@@ -296,7 +297,11 @@ class _Judge:
     def one(self, digest: str, change: Change) -> _Judged | None:
         settings = self.settings
         promotion_source = self.index is not None and is_promotion_source(settings, change.branch)
-        if not settings.is_controlled(change.repo, change.branch):
+        where = (change.repo, change.branch)
+        controlled = self.controlled.get(where)
+        if controlled is None:  # glob matching once per branch, not once per change
+            controlled = self.controlled[where] = settings.is_controlled(*where)
+        if not controlled:
             if promotion_source:
                 assert self.index is not None
                 self.index.observe(change, _rev1(change, digest, self.ctx))

@@ -379,8 +379,13 @@ def build_population(
     # --- the changes -------------------------------------------------------------------------
     rows: list[Row] = []
     repos_with_deploys = {r for (r, _b) in shipped}
+    controlled: dict[tuple[str, str], bool] = {}  # (glob matching per branch, not per change)
     for dig, ch in _iter_changes(store, scope, start, end):
-        if not settings.is_controlled(ch.repo, ch.branch):
+        where = (ch.repo, ch.branch)
+        ok = controlled.get(where)
+        if ok is None:
+            ok = controlled[where] = settings.is_controlled(ch.repo, ch.branch)
+        if not ok:
             continue
         seqs = [index[(ch.repo, s)][2] for s in ch.landed_shas if (ch.repo, s) in index]
         seq = max(seqs) if seqs else None
