@@ -282,8 +282,11 @@ class _Judged(NamedTuple):
 class _Judge:
     """Judges changes from their stored bodies; runs in-process or in a worker process."""
 
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, bodies_for: frozenset[str] | None = None) -> None:
         self.ctx = ctx
+        # None: every row with its canonical body and digest; else only these subjects' rows
+        # (the others are counted, never stored or decoded: the audit)
+        self.bodies_for = bodies_for
         self.settings = ctx.settings
         self.need_participants = ctx.settings.deployment.model == "release_manager"
         index = ctx.extra.get(INDEX_KEY)
@@ -328,7 +331,12 @@ class _Judge:
             change.change_type == "direct_push",
             change.landed_shas,
             digest,
-            tuple(_plain(result_row(r)) for r in results),
+            tuple(
+                _plain(result_row(r))
+                if self.bodies_for is None or r.subject in self.bodies_for
+                else (r.control, r.subject, r.repo, r.outcome.value, "", b"")
+                for r in results
+            ),
             _worst(results).value,
             _review_testing(results).value,
             participants(change, settings)[0] if self.need_participants else None,
@@ -461,13 +469,16 @@ def iter_result_groups(
     on_change: Callable[[], None] | None = None,
     extra: Mapping[str, Any] | None = None,
     jobs: int = 1,
+    bodies_for: frozenset[str] | None = None,
 ) -> Generator[tuple[tuple[str, str, str | None, str, str, bytes], ...], None, None]:
     """:func:`iter_result_rows` as plain (control, subject, repo, outcome, digest, body)
     tuples, one group per change or record result: for consumers that count most rows and
-    decode few (the audit)."""
+    decode few (the audit). With ``bodies_for``, change results of other subjects come with
+    an empty digest and body (not encoded at all)."""
     return _row_groups(
         store, settings, now, p=period or Period(None, None), repo=repo, ctx=None,
         on_change=on_change, extra=extra, jobs=jobs, parallel_from=PARALLEL_FROM,
+        bodies_for=bodies_for,
     )  # fmt: skip
 
 
@@ -483,6 +494,7 @@ def _row_groups(
     extra: Mapping[str, Any] | None,
     jobs: int,
     parallel_from: int,
+    bodies_for: frozenset[str] | None = None,
 ) -> Generator[tuple[_Row, ...], None, None]:
     """:func:`iter_result_rows` as plain tuples, one group per change or record result (the
     check consumes whole groups: per-row Python work in the main process is what limits it
@@ -495,7 +507,7 @@ def _row_groups(
     pop = _Population(store, ctx, p, repo)
     if settings.promotions:
         ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: PromotionIndex()})
-    judge = _Judge(ctx)
+    judge = _Judge(ctx, bodies_for)
     iac_approvals: dict[str, Mapping[str, str]] = {}
     # for deployments made without the gate: each change's review/testing verdict, and (only
     # under the release-manager model) its participants

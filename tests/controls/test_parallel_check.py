@@ -8,7 +8,13 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from changeproof.evaluate import Period, iter_result_rows, run_check, stored_results
+from changeproof.evaluate import (
+    Period,
+    iter_result_groups,
+    iter_result_rows,
+    run_check,
+    stored_results,
+)
 from changeproof.evidence import Change, Deployment, FileChange
 from changeproof.settings import Settings, Testing
 from changeproof.store import Store, schema
@@ -112,3 +118,23 @@ def test_rows_decode_to_the_results_they_store(workspace: Workspace, store: Stor
     run = run_check(store, Settings(), NOW)
     rows = list(iter_result_rows(store, Settings(), NOW))
     assert [r.result() for r in rows] == stored_results(store, run.run_id)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_groups_carry_bodies_only_for_the_subjects_asked_for(
+    workspace: Workspace, store: Store, jobs: int
+) -> None:
+    put(workspace, store, *_variety())
+    settings = Settings(testing=Testing(required_checks=("build", "test")))
+    full = [r for g in iter_result_groups(store, settings, NOW) for r in g]
+    wanted = frozenset({"acme/api#2", "acme/web#7"})
+    lean = [
+        r for g in iter_result_groups(store, settings, NOW, jobs=jobs, bodies_for=wanted) for r in g
+    ]
+    # the same results in the same order; bodies and digests only where asked (and for the
+    # record controls' results, which are few)
+    assert [(r[0], r[1], r[3]) for r in lean] == [(r[0], r[1], r[3]) for r in full]
+    change_rows = [(a, b) for a, b in zip(full, lean, strict=True) if "#" in a[1]]
+    for a, b in change_rows:
+        assert b == (a if a[1] in wanted else (a[0], a[1], a[2], a[3], "", b""))
+    assert {a[1] for a, b in change_rows if b[5]} == wanted

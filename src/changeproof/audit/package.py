@@ -530,6 +530,7 @@ def _evaluate(
             on_change=(lambda: advance(1)) if advance is not None else None,
             extra=extra,
             jobs=jobs,
+            bodies_for=frozenset(link),
         ):
             for control, subject, _repo, outcome, _digest, body in group:
                 population_level = control in pop_level
@@ -1034,9 +1035,12 @@ def _sign(signer: Signer, root: Path, req: AuditRequest) -> str:
     """SHA256SUMS (+ signature) for sha256sum, then manifest.json (+ signature) over all."""
     digs = file_digests(root)
     sums = "".join(f"{h}  {p}\n" for p, (h, _) in sorted(digs.items())).encode()
+    sig = base64.b64decode(signer.sign(sums))
     (root / SUMS).write_bytes(sums)
-    (root / SUMS_SIG).write_bytes(base64.b64decode(signer.sign(sums)))
-    digs = file_digests(root)
+    (root / SUMS_SIG).write_bytes(sig)
+    # the manifest lists those two as well (hashed here: the rest was hashed a moment ago)
+    for name, data in ((SUMS, sums), (SUMS_SIG, sig)):
+        digs[name] = (hashlib.sha256(data).hexdigest(), len(data))
     manifest = {
         "format": PACKAGE_FORMAT,
         "tool_version": __version__,
