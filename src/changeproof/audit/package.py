@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -51,6 +51,7 @@ SUMS_SIG = "SHA256SUMS.sig"
 PUBLIC_KEY = "public-key.pem"
 # Files the manifest cannot list (it signs everything else).
 UNLISTED = frozenset({MANIFEST, MANIFEST_SIG})
+_T = TypeVar("_T")
 POPULATION_LEVEL = frozenset({"population", "repository", "locker"})
 BAD = (Outcome.FAIL, Outcome.INDETERMINATE)
 AUTH_HINTS = ("approval", "gate", "authori")  # record kinds that authorise a deployment
@@ -234,7 +235,12 @@ def run_audit(
     # CM-POP-2 judges the locker; controls cannot read the store, so verify it here with the
     # key that signs the package, and hand the report over as `check` does. It reads the
     # whole locker, so it runs beside the population pass (which uses one core) when it can.
-    locker_report = _verify_beside(store, signer.public_pem, beside=req.jobs > 1)
+    locker_report = _beside(
+        lambda: verify_locker(store, signer.public_pem).to_dict(),
+        beside=req.jobs > 1,
+        # the parent's pooled connections stay the parent's: the child opens its own
+        child_setup=lambda: store.engine.dispose(close=False),
+    )
     pop = build_population(
         store, settings, start=req.start, end=req.end, now=req.now, repos=req.repos, advance=advance
     )
@@ -448,46 +454,43 @@ def _offer(best: dict[str, tuple[Deployment, str]], dep: Deployment, dig: str) -
         best[dep.environment] = (dep, dig)
 
 
-def _verify_beside(
-    store: Store, public_pem: bytes, *, beside: bool
-) -> Callable[[], dict[str, Any]]:
-    """The locker's verification report, computed in a forked process while the caller goes
-    on (``beside`` and fork available), else right away; call the result to get it."""
+def _beside(
+    work: Callable[[], _T], *, beside: bool, child_setup: Callable[[], None] | None = None
+) -> Callable[[], _T]:
+    """Run ``work`` in a forked process while the caller goes on (``beside`` and fork
+    available), else right away; call the result to wait for the value. Should the child
+    fail, ``work`` runs again here: the same value, or the real error with its advice."""
     import multiprocessing
 
     if not beside or "fork" not in multiprocessing.get_all_start_methods():
-        report = verify_locker(store, public_pem).to_dict()
-        return lambda: report
+        value = work()
+        return lambda: value
     mp = multiprocessing.get_context("fork")
     receive, send = mp.Pipe(duplex=False)
-    child = mp.Process(
-        target=_verify_child, args=(store, public_pem, send), name="locker-verify", daemon=True
-    )
+    child = mp.Process(target=_child, args=(work, child_setup, send), daemon=True)
     child.start()
     send.close()
 
-    def join() -> dict[str, Any]:
+    def join() -> _T:
         try:
-            kind, value = receive.recv()
+            ok, value = receive.recv()
         except EOFError:
-            kind, value = "error", f"the locker verification process ended ({child.exitcode})"
+            ok, value = False, None
         finally:
             receive.close()
             child.join()
-        if kind == "error":  # verify in this process instead: same report, or the real error
-            return verify_locker(store, public_pem).to_dict()
-        return dict(value)
+        return cast(_T, value) if ok else work()
 
     return join
 
 
-def _verify_child(store: Store, public_pem: bytes, send: Any) -> None:
-    # the parent's pooled connections stay the parent's: this process opens its own
-    store.engine.dispose(close=False)
+def _child(work: Callable[[], Any], setup: Callable[[], None] | None, send: Any) -> None:
     try:
-        send.send(("ok", verify_locker(store, public_pem).to_dict()))
-    except BaseException as exc:  # reported to the parent, which verifies itself
-        send.send(("error", repr(exc)))
+        if setup is not None:
+            setup()
+        send.send((True, work()))
+    except BaseException as exc:  # the parent runs the work itself and reports properly
+        send.send((False, repr(exc)))
     finally:
         send.close()
 
@@ -921,7 +924,11 @@ def _write(
     raw_dir = root / "evidence" / "raw"
     ctx["raw_exported"] = {p.name for p in raw_dir.iterdir()} if raw_dir.is_dir() else set()
     t = time.perf_counter()
-    pdf_written = _pdf_beside(root, ctx, beside=req.jobs > 1) if req.pdf else None
+    pdf_written = (
+        _beside(lambda: _put(root, "summary.pdf", render.pdf(ctx)), beside=req.jobs > 1)
+        if req.pdf
+        else None
+    )
     _put(root, "index.html", render.index_html(ctx))
     for s in sampled:
         _put(root, f"changes/{s.slug}.html", render.change_html(ctx, s))
@@ -934,48 +941,6 @@ def _write(
         if timings is not None:  # (the PDF's time, partly beside the other pages)
             timings["pdf"] = round(time.perf_counter() - t, 3)
     return ctx
-
-
-def _pdf_beside(root: Path, ctx: dict[str, Any], *, beside: bool) -> Callable[[], None]:
-    """Write summary.pdf, in a forked process while the caller writes the other pages
-    (``beside`` and fork available) or right away; call the result to wait for it."""
-    import multiprocessing
-
-    from changeproof.audit import render
-
-    if not beside or "fork" not in multiprocessing.get_all_start_methods():
-        _put(root, "summary.pdf", render.pdf(ctx))
-        return lambda: None
-    mp = multiprocessing.get_context("fork")
-    receive, send = mp.Pipe(duplex=False)
-    child = mp.Process(target=_pdf_child, args=(root, ctx, send), name="pdf", daemon=True)
-    child.start()
-    send.close()
-
-    def join() -> None:
-        try:
-            ok = receive.recv() == "ok"
-        except EOFError:
-            ok = False
-        finally:
-            receive.close()
-            child.join()
-        if not ok:  # render here instead: the same PDF, or the real error with its advice
-            _put(root, "summary.pdf", render.pdf(ctx))
-
-    return join
-
-
-def _pdf_child(root: Path, ctx: dict[str, Any], send: Any) -> None:
-    from changeproof.audit import render
-
-    try:
-        _put(root, "summary.pdf", render.pdf(ctx))
-        send.send("ok")
-    except BaseException as exc:  # the parent renders again and reports it properly
-        send.send(repr(exc))
-    finally:
-        send.close()
 
 
 def _bodies(store: Store, digests: set[str]) -> dict[str, tuple[bytes, str]]:
