@@ -373,7 +373,11 @@ _BATCH = 500
 
 
 def _change_rows(
-    store: Store, repo: str | None, start: datetime | None, end: datetime | None
+    store: Store,
+    repo: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    batch: int = _BATCH,
 ) -> Iterator[list[tuple[str, bytes, str]]]:
     """Stored changes as (digest, body, repository) batches, in :func:`iter_changes` order."""
     t = schema.evidence
@@ -386,9 +390,9 @@ def _change_rows(
         q = q.where(t.c.occurred_us < to_us(end))
     q = q.order_by(t.c.repo, t.c.occurred_us, t.c.id)
     with store.connect() as conn:
-        res = conn.execution_options(stream_results=True, yield_per=_BATCH).execute(q)
+        res = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
         try:
-            for part in res.partitions(_BATCH):
+            for part in res.partitions(batch):
                 # bytes, not a driver buffer: batches may be pickled to a worker
                 yield [(str(d), b if type(b) is bytes else bytes(b), str(r)) for d, b, r in part]
         finally:
@@ -696,24 +700,10 @@ def iter_changes(
     gigabytes at a million changes). Every per-branch fact the evaluator gathers (spans, weak
     windows, promotion chains) only needs merge order within a repository.
     """
-    t = schema.evidence
-    q = sa.select(t.c.digest, t.c.body).where(t.c.kind == Change.kind)
-    if repo is not None:
-        q = q.where(t.c.repo == repo)
-    if start is not None:
-        q = q.where(t.c.occurred_us >= to_us(start))
-    if end is not None:
-        q = q.where(t.c.occurred_us < to_us(end))
-    q = q.order_by(t.c.repo, t.c.occurred_us, t.c.id)
     decode = msgspec.json.Decoder(Change).decode
-    with store.connect() as conn:
-        res = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
-        try:
-            for part in res.partitions(batch):
-                for dig, body in part:
-                    yield dig, decode(body)
-        finally:
-            res.close()  # a server-side cursor (PostgreSQL) must not outlive an abandoned stream
+    for part in _change_rows(store, repo, start, end, batch):
+        for dig, body, _ in part:
+            yield dig, decode(body)
 
 
 def _rev1(change: Change, digest: str, ctx: Context) -> Outcome:
