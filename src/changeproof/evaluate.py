@@ -69,7 +69,6 @@ __all__ = [
     "iter_result_rows",
     "iter_results",
     "promotion_context",
-    "result_digest",
     "result_row",
     "run_check",
     "stored_results",
@@ -730,11 +729,6 @@ def _worst(results: list[Result]) -> Outcome:
     from changeproof.outcomes import worst
 
     return worst([r.outcome for r in results])
-
-
-def result_digest(r: Result) -> tuple[str, bytes]:
-    row = result_row(r)
-    return row.digest, row.body
 
 
 class _ResultWriter:
