@@ -24,7 +24,7 @@ import os
 import queue
 import threading
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, cast
@@ -42,7 +42,14 @@ from changeproof.controls.exceptions import apply_exceptions
 from changeproof.controls.facts import participants
 from changeproof.controls.iac import APPROVALS_KEY as IAC_APPROVALS
 from changeproof.controls.standard import INDEX_KEY, PromotionIndex, is_promotion_source
-from changeproof.controls.vuln import LINKAGE_KEY, REPOS_KEY, fix_signatures, may_fix
+from changeproof.controls.vuln import (
+    LINKAGE_KEY,
+    REPOS_KEY,
+    FixSignature,
+    findings_in,
+    fix_signatures,
+    may_fix,
+)
 from changeproof.evidence import (
     Change,
     Deployment,
@@ -72,6 +79,7 @@ __all__ = [
     "result_row",
     "run_check",
     "stored_results",
+    "vuln_linkage",
 ]
 
 _enc = msgspec.json.Encoder(order="sorted")
@@ -560,7 +568,11 @@ def _row_groups(
             SHIPPED_KEY: shipped,
             REVIEW_TESTING_KEY: review_testing,
             PARTICIPANTS_KEY: change_participants,
-            LINKAGE_KEY: _vuln_linkage(store, ctx),
+            LINKAGE_KEY: vuln_linkage(
+                store,
+                fix_signatures(findings_in(ctx)),
+                (cast(Deployment, r) for _, r in ctx.table(Deployment.kind)),
+            ),
             REPOS_KEY: first_of_repo,
         },
     )
@@ -602,23 +614,25 @@ def iter_results(
         rows.close()
 
 
-def _vuln_linkage(store: Store, ctx: Context) -> Linkage:
-    """For the finding controls: the changes that can be a finding's fix (any time: a fix may
-    land after the period), and the production-relevant deployments with the change each
-    ships — only in repositories that have findings."""
-    sigs = fix_signatures(ctx)
+def vuln_linkage(
+    store: Store,
+    sigs: Mapping[str, frozenset[FixSignature]],
+    deployments: Iterable[Deployment],
+) -> Linkage:
+    """For finding lifecycles: the changes that can be a fix (any time: a fix may land after
+    the period) and each deployment with the change it ships — only in repositories with
+    findings (``sigs``, from :func:`~changeproof.controls.vuln.fix_signatures`)."""
     changes = [
         c
         for name in sorted(sigs)
         for _, c in store.iter_records(Change, repo=name)
         if may_fix(c, sigs[name])
     ]
-    deployments: list[tuple[Deployment, Change | None]] = []
-    for _, rec in ctx.table(Deployment.kind):
-        dep = cast(Deployment, rec)
+    shipped: list[tuple[Deployment, Change | None]] = []
+    for dep in deployments:
         found = store.change_for_commit(dep.repo, dep.commit_sha) if dep.repo in sigs else None
-        deployments.append((dep, found[1] if found else None))
-    return Linkage(changes=changes, deployments=deployments)
+        shipped.append((dep, found[1] if found else None))
+    return Linkage(changes=changes, deployments=shipped)
 
 
 def _review_testing(results: list[Result]) -> Outcome:

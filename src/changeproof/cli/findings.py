@@ -17,26 +17,26 @@ _STATES = ["open", "fixed-not-deployed", "resolved", "accepted", "breached"]
 
 def load_states(store: Any, settings: Any, now: datetime, repo: str | None) -> list[Any]:
     """Read the evidence a patch board needs and compute the lifecycles (pure part)."""
-    from changeproof.evidence import Change, Deployment, RiskAcceptance, Scan, ScanFindings
-    from changeproof.vuln.lifecycle import Linkage, compute_states
+    from changeproof.controls.vuln import fix_signatures
+    from changeproof.evaluate import vuln_linkage
+    from changeproof.evidence import Deployment, RiskAcceptance, Scan, ScanFindings
+    from changeproof.vuln.lifecycle import compute_states
 
     scans = [s for _, s in store.iter_records(Scan, repo=repo)]
     observations = [
         (d, f) for d, batch in store.iter_records(ScanFindings, repo=repo) for f in batch.findings
     ]
     acceptances = [a for _, a in store.iter_records(RiskAcceptance, repo=repo)]
-    repos = {o.repo for _, o in observations}
-    changes = [c for r in sorted(repos) for _, c in store.iter_records(Change, repo=r)]
+    sigs = fix_signatures(o for _, o in observations)
     prod = set(settings.environments.production)
-    deployments = []
-    for r in sorted(repos):
-        for _, d in store.iter_records(Deployment, repo=r):
-            if d.environment in prod and d.status == "success":
-                hit = store.change_for_commit(d.repo, d.commit_sha)
-                deployments.append((d, hit[1] if hit else None))
-    return compute_states(
-        observations, scans, acceptances, Linkage(changes, deployments), settings, now
+    deployments = (
+        d
+        for r in sorted(sigs)
+        for _, d in store.iter_records(Deployment, repo=r)
+        if d.environment in prod and d.status == "success"
     )
+    link = vuln_linkage(store, sigs, deployments)
+    return compute_states(observations, scans, acceptances, link, settings, now)
 
 
 def _clock(s: Any, now: datetime) -> str:

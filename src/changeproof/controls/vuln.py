@@ -15,7 +15,7 @@ repository's first change in the period (:data:`REPOS_KEY`). A context that carr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, cast
 
@@ -24,6 +24,7 @@ from changeproof.evidence import (
     Change,
     Deployment,
     Emergency,
+    FindingObservation,
     RetroReview,
     RiskAcceptance,
     Scan,
@@ -46,17 +47,21 @@ REPOS_KEY = "vuln_repos"  # {repository: digest of its first change in the perio
 FixSignature = tuple[str, str, str | None]  # (category, ecosystem, manifest)
 
 
-def fix_signatures(ctx: Context) -> dict[str, frozenset[FixSignature]]:
+def fix_signatures(findings: Iterable[FindingObservation]) -> dict[str, frozenset[FixSignature]]:
     """Per repository with findings, what a change must touch to be a candidate fix: every
     (category, ecosystem, manifest) its findings name, and each without the manifest (the
     lifecycle takes the manifest of the latest observation that has one, or none)."""
     out: dict[str, set[FixSignature]] = {}
-    for _, r in ctx.table("scan_findings"):
-        for f in cast(ScanFindings, r).findings:
-            sigs = out.setdefault(f.repo, set())
-            sigs.add((f.category, f.ecosystem, f.manifest))
-            sigs.add((f.category, f.ecosystem, None))
+    for f in findings:
+        sigs = out.setdefault(f.repo, set())
+        sigs.add((f.category, f.ecosystem, f.manifest))
+        sigs.add((f.category, f.ecosystem, None))
     return {k: frozenset(v) for k, v in out.items()}
+
+
+def findings_in(ctx: Context) -> Iterator[FindingObservation]:
+    for _, r in ctx.table("scan_findings"):
+        yield from cast(ScanFindings, r).findings
 
 
 def may_fix(change: Change, sigs: frozenset[FixSignature]) -> bool:
