@@ -73,7 +73,6 @@ __all__ = [
     "evaluate_change",  # re-exported from controls.evaluation (the gate imports it from there)
     "iter_changes",
     "iter_result_groups",
-    "iter_result_rows",
     "iter_results",
     "promotion_context",
     "result_row",
@@ -440,7 +439,7 @@ def _judge_all(
             yield from pending.popleft().get()
 
 
-def iter_result_rows(
+def iter_result_groups(
     store: Store,
     settings: Settings,
     now: datetime,
@@ -452,64 +451,17 @@ def iter_result_rows(
     extra: Mapping[str, Any] | None = None,
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
-) -> Generator[ResultRow, None, None]:
-    """Every result of the period as stored rows: each change's, then each record control's.
-
-    ``jobs`` > 1 judges changes in that many worker processes once the store holds at least
-    ``parallel_from`` changes (the results, their order and their digests are the same as
-    in-process)."""
-    groups = _row_groups(
-        store, settings, now, p=period or Period(None, None), repo=repo, ctx=ctx,
-        on_change=on_change, extra=extra, jobs=jobs, parallel_from=parallel_from,
-    )  # fmt: skip
-    try:
-        for group in groups:
-            for row in group:
-                yield ResultRow(*row)
-    finally:
-        groups.close()
-
-
-def iter_result_groups(
-    store: Store,
-    settings: Settings,
-    now: datetime,
-    *,
-    period: Period | None = None,
-    repo: str | None = None,
-    on_change: Callable[[], None] | None = None,
-    extra: Mapping[str, Any] | None = None,
-    jobs: int = 1,
-    bodies_for: frozenset[str] | None = None,
-) -> Generator[tuple[tuple[str, str, str | None, str, str, bytes], ...], None, None]:
-    """:func:`iter_result_rows` as plain (control, subject, repo, outcome, digest, body)
-    tuples, one group per change or record result: for consumers that count most rows and
-    decode few (the audit). With ``bodies_for``, change results of other subjects come with
-    an empty digest and body (not encoded at all)."""
-    return _row_groups(
-        store, settings, now, p=period or Period(None, None), repo=repo, ctx=None,
-        on_change=on_change, extra=extra, jobs=jobs, parallel_from=PARALLEL_FROM,
-        bodies_for=bodies_for,
-    )  # fmt: skip
-
-
-def _row_groups(
-    store: Store,
-    settings: Settings,
-    now: datetime,
-    *,
-    p: Period,
-    repo: str | None,
-    ctx: Context | None,
-    on_change: Callable[[], None] | None,
-    extra: Mapping[str, Any] | None,
-    jobs: int,
-    parallel_from: int,
     bodies_for: frozenset[str] | None = None,
 ) -> Generator[tuple[_Row, ...], None, None]:
-    """:func:`iter_result_rows` as plain tuples, one group per change or record result (the
-    check consumes whole groups: per-row Python work in the main process is what limits it
-    when workers judge)."""
+    """Every result of the period as stored rows — (control, subject, repo, outcome, digest,
+    canonical body) — one group per change, then one per record control's result.
+
+    Groups, not rows: per-row Python work in the main process is what limits a check once
+    workers judge. ``jobs`` > 1 judges changes in that many worker processes once the store
+    holds at least ``parallel_from`` changes (results, order and digests as in-process).
+    With ``bodies_for``, change results of other subjects come with an empty digest and body
+    (not encoded at all: for consumers that count most results and read few, the audit)."""
+    p = period or Period(None, None)
     base_extra = {**(extra or {}), "period": (p.start, p.end)}
     if ctx is None:
         ctx = build_context(store, settings, now, extra=base_extra)
@@ -603,15 +555,16 @@ def iter_results(
     on_change: Callable[[], None] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Generator[Result, None, None]:
-    """:func:`iter_result_rows`, each decoded to its :class:`Result`."""
-    rows = iter_result_rows(
+    """:func:`iter_result_groups`, each row decoded to its :class:`Result`."""
+    groups = iter_result_groups(
         store, settings, now, period=period, repo=repo, ctx=ctx, on_change=on_change, extra=extra
     )
     try:
-        for row in rows:
-            yield row.result()
+        for group in groups:
+            for row in group:
+                yield _result_decoder.decode(row[5])
     finally:
-        rows.close()
+        groups.close()
 
 
 def vuln_linkage(
@@ -942,13 +895,12 @@ def _run_check(
         )
         write = _ResultWriter(conn, run_id)
         count = 0
-        stream = _row_groups(
+        stream = iter_result_groups(
             store,
             settings,
             now,
-            p=p,
+            period=p,
             repo=repo,
-            ctx=None,
             on_change=on_change,
             extra=extra,
             jobs=jobs,

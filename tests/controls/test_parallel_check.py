@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from changeproof.evaluate import (
     Period,
     iter_result_groups,
-    iter_result_rows,
+    iter_results,
     run_check,
     stored_results,
 )
@@ -116,8 +116,7 @@ def test_a_corrupt_stored_change_stops_the_run_and_stores_nothing(
 def test_rows_decode_to_the_results_they_store(workspace: Workspace, store: Store) -> None:
     put(workspace, store, *_variety()[:12])
     run = run_check(store, Settings(), NOW)
-    rows = list(iter_result_rows(store, Settings(), NOW))
-    assert [r.result() for r in rows] == stored_results(store, run.run_id)
+    assert list(iter_results(store, Settings(), NOW)) == stored_results(store, run.run_id)
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
