@@ -202,7 +202,13 @@ def insert(store: Store, signer: Signer, changes: int, repos: int, deploy_every:
 def run_cli(
     ws: Workspace, cwd: Path, *args: str, timeout: float = 3600
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHANGEPROOF_")}
+    # as installed: pip byte-compiles the package, so leave out a PYTHONDONTWRITEBYTECODE the
+    # shell may set (without cached bytecode every run compiles ~60 ms of modules again)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CHANGEPROOF_") and k != "PYTHONDONTWRITEBYTECODE"
+    }
     return subprocess.run(
         [*CLI, "--home", str(ws.home), "--db", ws.db_url, "--config", str(ws.config_path), *args],
         cwd=cwd,

@@ -10,7 +10,12 @@ import pytest
 
 from changeproof.evidence import Change
 from changeproof.gate import EmergencyRequest, decide, load_evidence, record
-from changeproof.gate_store import SqlAlchemyGateStore, SqliteGateStore, current_revision
+from changeproof.gate_store import (
+    PostgresGateStore,
+    SqlAlchemyGateStore,
+    SqliteGateStore,
+    current_revision,
+)
 from changeproof.locker import Locker, Signer, verify_locker
 from changeproof.store import SCHEMA_HEAD, Store
 from changeproof.workspace import Workspace
@@ -212,3 +217,43 @@ def test_promotion_chain_judged_by_its_source_changes(tmp_path: Path) -> None:
         assert "CM-REV-1" in next(c for c in v.checks if c.rule == "changes").reasons[1]
     finally:
         db.close()
+
+
+def test_postgres_direct_store_reads_and_writes_as_the_general_path(
+    tmp_path: Path, pg_url: str
+) -> None:
+    ws = Workspace.resolve(str(tmp_path / "ws"), pg_url, str(tmp_path / "changeproof.toml"))
+    ws.ensure_home()
+    changes = fill(ws)
+    s = settings()
+    req = request(changes[4].merge_sha[:10])  # an abbreviated SHA: the LIKE query too
+    direct = PostgresGateStore.open(pg_url, ws.keys_dir)
+    assert direct is not None
+    gen = general(ws)
+    try:
+        ea, eb = load_evidence(direct, req, s), load_evidence(gen, req, s)
+        assert [c.id for _, c in ea.shipped] == ["acme/app#3", "acme/app#4", "acme/app#5"]
+        assert ea.shipped == eb.shipped and ea.deployments == eb.deployments
+        assert ea.previous == eb.previous and ea.context.exceptions == eb.context.exceptions
+        v = decide(req, ea, s)
+        assert v.checks == decide(req, eb, s).checks
+        rec = record(direct, v, recorded_at=NOW)
+    finally:
+        direct.close()
+        gen.close()
+    assert rec.decision.decision == "allow"
+    store = Store.open(ws.db_url)
+    try:
+        with store.connect() as conn:
+            kinds = conn.exec_driver_sql(
+                "SELECT kind FROM evidence WHERE kind = 'gate_decision'"
+            ).all()
+        assert len(kinds) == 1
+        report = verify_locker(store, ws.public_key_pem())
+        assert report.ok, report.problems
+        assert report.checkpoints == 2  # the fill's and the gate's
+        with store.writer(Locker(Signer.load(ws.keys_dir))) as w:  # and the chain goes on
+            w.put_raw(b"after", kind="test", source="test")
+        assert verify_locker(store, ws.public_key_pem()).ok
+    finally:
+        store.close()
