@@ -19,6 +19,7 @@ for both.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import re
 import time
@@ -106,21 +107,37 @@ def current_revision() -> str:
     return revs[-1] if revs else ""
 
 
-class _DbApiGateStore:
-    """The write both direct stores share: the locker append exactly as
-    :class:`changeproof.locker.Locker` makes it, and the evidence rows, in one transaction.
-    Statements use ``:name`` parameters; a driver with another style converts them."""
+class _DbApiGateStore(abc.ABC):
+    """What both direct stores share: the schema check, and the write — the locker append
+    exactly as :class:`changeproof.locker.Locker` makes it and the evidence rows, in one
+    transaction. Statements use ``:name`` parameters; a driver with another style converts."""
 
     keys_dir: Path
 
+    @abc.abstractmethod
     def _x(self, sql: str, params: dict[str, Any]) -> Any:
-        raise NotImplementedError
+        """Execute one statement; the driver's cursor."""
 
+    @abc.abstractmethod
     def _begin(self) -> None:
-        raise NotImplementedError
+        """Start the write transaction, holding the chain's lock."""
 
+    @abc.abstractmethod
     def _end(self, *, commit: bool) -> None:
-        raise NotImplementedError
+        """Commit or roll back."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection."""
+
+    def _schema_is_current(self, driver_error: type[Exception]) -> bool:
+        """False when the schema is older or newer than this build's (the general path then
+        runs migrations or reports the mismatch)."""
+        try:
+            row = self._x("SELECT version_num FROM alembic_version", {}).fetchone()
+        except driver_error:
+            return False
+        return row is not None and str(row[0]) == current_revision()
 
     def _sign(self, message: bytes) -> tuple[str, str]:
         import base64
@@ -234,11 +251,7 @@ class SqliteGateStore(_DbApiGateStore):
         import sqlite3
 
         s = cls(path, keys_dir)
-        try:
-            row = s.conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except sqlite3.Error:
-            row = None
-        if row is None or str(row[0]) != current_revision():
+        if not s._schema_is_current(sqlite3.Error):
             s.close()
             return None
         return s
@@ -311,11 +324,7 @@ class PostgresGateStore(_DbApiGateStore):
         import psycopg
 
         s = cls(url, keys_dir)
-        try:
-            row = s.conn.execute("SELECT version_num FROM alembic_version").fetchone()
-        except psycopg.Error:
-            row = None
-        if row is None or str(row[0]) != current_revision():
+        if not s._schema_is_current(psycopg.Error):
             s.close()
             return None
         return s
