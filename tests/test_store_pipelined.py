@@ -6,41 +6,20 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from datetime import UTC, datetime, timedelta
 
 import msgspec
 import pytest
 import sqlalchemy as sa
 
 from changeproof.errors import StoreError
-from changeproof.evidence import Change, Provenance
+from changeproof.evidence import Change
 from changeproof.locker import Locker, verify_locker
 from changeproof.store import SQLITE_ROWS_PER_STATEMENT, Store, schema, upsert
 from changeproof.workspace import Workspace
+from tests.test_store_portable import change, sha
 
-T0 = datetime(2026, 1, 1, tzinfo=UTC)
 # more than one Writer/Locker batch (2,000) and a multi-row statement remainder on SQLite
 N = 2 * 2000 + SQLITE_ROWS_PER_STATEMENT + 17
-
-
-def sha(i: int) -> str:
-    return f"{i:08x}".ljust(40, "c")
-
-
-def change(i: int, title: str = "") -> Change:
-    at = T0 + timedelta(minutes=i)
-    return Change(
-        repo="acme/api",
-        branch="main",
-        number=i,
-        change_type="squash",
-        platform="git",
-        merged_at=at,
-        merge_sha=sha(i),
-        landed_shas=(sha(i),),
-        title=title or f"change {i}",
-        provenance=Provenance(source="unit", occurred_at=at, collected_at=at, raw_sha256="0" * 64),
-    )
 
 
 def writer_threads() -> list[threading.Thread]:
