@@ -72,7 +72,7 @@ def test_copy_keeps_every_row_and_the_chain(repo: GitRepo, tmp_path: Path, targe
     report = json.loads(r.stdout)
     assert report["locker"]["intact"] is True
     assert report["locker"]["checkpoints"] == 2
-    assert report["rows"]["evidence"] > 0 and report["rows"]["results"] > 0
+    assert report["rows"]["evidence"] > 0 and report["rows"]["result_groups"] > 0
     source = dump(f"sqlite:///{tmp_path / 'ws' / 'store.db'}")
     assert dump(target_url) == source  # row for row, ids, hashes and signatures alike
     # the workspace works on the target: verify, and new writes continue ids and chain

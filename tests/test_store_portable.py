@@ -132,23 +132,24 @@ def test_bulk_insert_then_identity_ids_continue(store: Store) -> None:
     rows = [
         {
             "run_id": 1,
-            "control": "CM-REV-1",
             "subject": f"acme/api#{i}",
             "repo": "acme/api",
-            "outcome": "pass",
+            "outcomes": " CM-REV-1:pass ",
+            "worst": "pass",
+            "n": 1,
             "digest": "d" * 64,
-            "body": b"{}",
+            "body": b"[{}]",
         }
         for i in range(N)
     ]
     with store.engine.begin() as conn:
-        bulk_insert(conn, schema.results, rows)
+        bulk_insert(conn, schema.result_groups, rows)
         new_id = conn.execute(
-            sa.insert(schema.results).values(rows[0]).returning(schema.results.c.id)
+            sa.insert(schema.result_groups).values(rows[0]).returning(schema.result_groups.c.id)
         ).scalar_one()
     assert new_id == N + 1
     with store.connect() as conn:
-        n = conn.execute(sa.select(sa.func.count()).select_from(schema.results)).scalar()
+        n = conn.execute(sa.select(sa.func.count()).select_from(schema.result_groups)).scalar()
     assert n == N + 1
 
 

@@ -66,7 +66,7 @@ from changeproof.vuln.lifecycle import Linkage
 __all__ = [
     "CheckRun",
     "Period",
-    "ResultRow",
+    "ResultGroup",
     "Summary",
     "build_context",
     "default_jobs",
@@ -75,14 +75,14 @@ __all__ = [
     "iter_result_groups",
     "iter_results",
     "promotion_context",
-    "result_row",
+    "result_group",
     "run_check",
     "stored_results",
     "vuln_linkage",
 ]
 
 _enc = msgspec.json.Encoder(order="sorted")
-_result_decoder = msgspec.json.Decoder(Result)
+_results_decoder = msgspec.json.Decoder(list[Result])
 
 MAX_WINDOW_IDS = 50  # change ids listed per weak window (the count is always exact)
 _BYPASS_SIGNALS = ("CM-REV-1", "CM-TST-1")
@@ -236,33 +236,71 @@ def _locker_missing(store: Store, period: Period, repo: str | None) -> dict[str,
     return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows if r[0]}
 
 
-class ResultRow(NamedTuple):
-    """One result as it is stored: its columns and its canonical body. The body is decoded
-    only when someone needs the :class:`Result` itself (most consumers count and store)."""
+class ResultGroup(NamedTuple):
+    """Every result one run gave one subject, as stored (a row of ``result_groups``): a
+    change's results together, a record's one. The body is decoded only when someone needs
+    the :class:`Result` objects themselves (most consumers count and store)."""
 
-    control: str
     subject: str
     repo: str | None
-    outcome: str
-    digest: str
-    body: bytes
+    outcomes: str  # " CONTROL:outcome CONTROL:outcome " in result order
+    worst: str
+    n: int
+    digest: str  # sha256 of body; "" when the body was not encoded (see bodies_for)
+    body: bytes  # the results' canonical JSON array
 
-    def result(self) -> Result:
-        return _result_decoder.decode(self.body)
+    def results(self) -> list[Result]:
+        return _results_decoder.decode(self.body)
+
+    def pairs(self) -> list[tuple[str, str]]:
+        """(control, outcome) of each result, in order, without decoding the body."""
+        return [_pair(t) for t in self.outcomes.split()]
 
 
-def result_row(r: Result) -> ResultRow:
-    body = _enc.encode(r)
-    return ResultRow(
-        r.control, r.subject, r.repo, r.outcome.value, hashlib.sha256(body).hexdigest(), body
+def _pair(token: str) -> tuple[str, str]:
+    control, _, outcome = token.rpartition(":")
+    return control, outcome
+
+
+_Group = tuple[str, str | None, str, str, int, str, bytes]  # a ResultGroup's fields
+
+
+def result_group(results: list[Result], *, encode: bool = True) -> _Group:
+    """Results of one subject as one stored group (plain tuple: cheap to send between
+    processes). ``encode=False`` leaves the body and digest empty."""
+    first = results[0]
+    outcomes = " ".join([f"{r.control}:{r.outcome.value}" for r in results])
+    if encode:
+        body = _enc.encode(results)
+        digest = hashlib.sha256(body).hexdigest()
+    else:
+        body, digest = b"", ""
+    return (
+        first.subject,
+        first.repo,
+        f" {outcomes} ",
+        _worst(results).value,
+        len(results),
+        digest,
+        body,
     )
 
 
-_Row = tuple[str, str, str | None, str, str, bytes]  # a ResultRow's fields
-
-
-def _plain(r: ResultRow) -> _Row:
-    return (r.control, r.subject, r.repo, r.outcome, r.digest, r.body)
+def result_groups(
+    results: list[Result], bodies_for: frozenset[str] | None = None
+) -> tuple[_Group, ...]:
+    """:func:`result_group` for each run of consecutive results with one subject; with
+    ``bodies_for``, only those subjects' groups are encoded."""
+    runs: list[list[Result]] = [results]
+    if any(r.subject != results[0].subject for r in results):
+        runs = []
+        for r in results:
+            if not runs or r.subject != runs[-1][0].subject:
+                runs.append([])
+            runs[-1].append(r)
+    return tuple(
+        result_group(run, encode=bodies_for is None or run[0].subject in bodies_for) for run in runs
+    )
 
 
 class _Judged(NamedTuple):
@@ -277,7 +315,7 @@ class _Judged(NamedTuple):
     direct: bool
     landed_shas: tuple[str, ...]
     digest: str
-    rows: tuple[_Row, ...]
+    groups: tuple[_Group, ...]
     worst: str
     review_testing: str  # the worst review/testing outcome (what CM-DEP-1 asks about)
     participants: frozenset[str] | None  # only under the release-manager deployment model
@@ -329,6 +367,7 @@ class _Judge:
         if promotion_source and rev1 is not None:
             assert self.index is not None
             self.index.observe(change, rev1)
+        groups = result_groups(results, self.bodies_for)
         return _Judged(
             change.id,
             change.repo,
@@ -337,13 +376,8 @@ class _Judge:
             change.change_type == "direct_push",
             change.landed_shas,
             digest,
-            tuple(
-                _plain(result_row(r))
-                if self.bodies_for is None or r.subject in self.bodies_for
-                else (r.control, r.subject, r.repo, r.outcome.value, "", b"")
-                for r in results
-            ),
-            _worst(results).value,
+            groups,
+            groups[0][3] if len(groups) == 1 else _worst(results).value,
             _review_testing(results).value,
             participants(change, settings)[0] if self.need_participants else None,
             iac,
@@ -452,15 +486,15 @@ def iter_result_groups(
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
     bodies_for: frozenset[str] | None = None,
-) -> Generator[tuple[_Row, ...], None, None]:
-    """Every result of the period as stored rows — (control, subject, repo, outcome, digest,
-    canonical body) — one group per change, then one per record control's result.
+) -> Generator[tuple[_Group, ...], None, None]:
+    """Every result of the period as stored groups (:class:`ResultGroup`'s fields as a plain
+    tuple): one per change with all its results, then one per record control's result.
 
-    Groups, not rows: per-row Python work in the main process is what limits a check once
-    workers judge. ``jobs`` > 1 judges changes in that many worker processes once the store
+    Groups, not rows: per-result Python and database work in the main process is what
+    limits a check once workers judge. ``jobs`` > 1 judges changes in that many worker processes once the store
     holds at least ``parallel_from`` changes (results, order and digests as in-process).
-    With ``bodies_for``, change results of other subjects come with an empty digest and body
-    (not encoded at all: for consumers that count most results and read few, the audit)."""
+    With ``bodies_for``, groups of other subjects come with an empty digest and body (not
+    encoded at all: for consumers that count most results and read few, the audit)."""
     p = period or Period(None, None)
     base_extra = {**(extra or {}), "period": (p.start, p.end)}
     if ctx is None:
@@ -487,7 +521,7 @@ def iter_result_groups(
         if j.iac_approvals:
             iac_approvals[j.id] = j.iac_approvals
         pop.observe(j)
-        yield j.rows
+        yield j.groups
         if on_change is not None:
             on_change()
     if not RECORD_CONTROLS:
@@ -531,7 +565,7 @@ def iter_result_groups(
     for control in RECORD_CONTROLS:
         for subject, dig in control.subjects(ctx):
             r = apply_exceptions(control.evaluate(subject, ctx, dig), frozenset(), ctx)
-            yield (_plain(result_row(r)),)
+            yield (result_group([r]),)
         if control.record_kind is None:
             continue
         for dig, rec in store.iter_records(record_type(control.record_kind), repo=repo):
@@ -541,7 +575,7 @@ def iter_result_groups(
             if p.end is not None and occurred >= p.end:
                 continue
             r = apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx)
-            yield (_plain(result_row(r)),)
+            yield (result_group([r]),)
 
 
 def iter_results(
@@ -562,7 +596,7 @@ def iter_results(
     try:
         for group in groups:
             for row in group:
-                yield _result_decoder.decode(row[5])
+                yield from _results_decoder.decode(row[6])
     finally:
         groups.close()
 
@@ -699,17 +733,17 @@ def _worst(results: list[Result]) -> Outcome:
 
 
 class _ResultWriter:
-    """Batched result inserts through the driver's executemany with positional rows.
+    """Batched result-group inserts through the driver's executemany with positional rows.
 
     The statement is compiled once for the connection's dialect (SQLite and PostgreSQL alike);
     per-row parameter processing in the ORM-less Core path was a third of the check's time.
     """
 
-    COLS = ("run_id", "control", "subject", "repo", "outcome", "digest", "body")
+    COLS = ("run_id", "subject", "repo", "outcomes", "worst", "n", "digest", "body")
 
-    def __init__(self, conn: sa.Connection, run_id: int, batch: int = 10_000) -> None:
+    def __init__(self, conn: sa.Connection, run_id: int, batch: int = 2_000) -> None:
         compiled = (
-            sa.insert(schema.results)
+            sa.insert(schema.result_groups)
             .inline()
             .compile(dialect=conn.dialect, column_keys=list(self.COLS))
         )
@@ -733,17 +767,14 @@ class _ResultWriter:
             head = self.sql.split(" VALUES ", 1)[0]
             self.many_sql = f"{head} VALUES {', '.join(one for _ in range(self.per))}"
 
-    def add(self, r: ResultRow) -> None:
-        self.add_group((_plain(r),))
-
-    def add_group(self, group: tuple[_Row, ...]) -> None:
+    def add_group(self, group: tuple[_Group, ...]) -> None:
         run_id = self.run_id
-        if self.order == (0, 1, 2, 3, 4, 5, 6):
-            self.rows.extend([(run_id, *r) for r in group])
+        if self.order == (0, 1, 2, 3, 4, 5, 6, 7):
+            self.rows.extend([(run_id, *g) for g in group])
         elif self.order is None:
-            self.rows.extend([dict(zip(self.COLS, (run_id, *r), strict=True)) for r in group])
+            self.rows.extend([dict(zip(self.COLS, (run_id, *g), strict=True)) for g in group])
         else:
-            self.rows.extend([tuple((run_id, *r)[i] for i in self.order) for r in group])
+            self.rows.extend([tuple((run_id, *g)[i] for i in self.order) for g in group])
         if len(self.rows) >= self.batch:
             self._send(self.rows)
             self.rows = []
@@ -823,15 +854,15 @@ def run_check(
     *,
     period: Period | None = None,
     repo: str | None = None,
-    keep: Callable[[ResultRow], None] | None = None,
+    keep: Callable[[ResultGroup], None] | None = None,
     on_change: Callable[[], None] | None = None,
     extra: Mapping[str, Any] | None = None,
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
 ) -> CheckRun:
     """Evaluate every change in scope and store the results as one run. ``keep`` sees every
-    stored row (``row.result()`` decodes one); ``jobs`` > 1 judges changes in worker
-    processes."""
+    stored group (``group.results()`` decodes its results); ``jobs`` > 1 judges changes in
+    worker processes."""
     with _gc_relaxed():
         return _run_check(
             store,
@@ -869,7 +900,7 @@ def _run_check(
     *,
     period: Period | None,
     repo: str | None,
-    keep: Callable[[ResultRow], None] | None,
+    keep: Callable[[ResultGroup], None] | None,
     on_change: Callable[[], None] | None,
     extra: Mapping[str, Any] | None,
     jobs: int,
@@ -906,22 +937,23 @@ def _run_check(
             jobs=jobs,
             parallel_from=parallel_from,
         )
-        pairs: Counter[tuple[str, str]] = Counter()
+        tokens: Counter[str] = Counter()  # "CONTROL:outcome" -> results
         try:
             for group in stream:
-                agg.update("".join([r[4] for r in group]).encode())
-                pairs.update([(r[0], r[3]) for r in group])
-                count += len(group)
+                for g in group:
+                    agg.update(g[5].encode())
+                    tokens.update(g[2].split())
+                    count += g[4]
                 write.add_group(group)
                 if keep is not None:
-                    for r in group:
-                        keep(ResultRow(*r))
+                    for g in group:
+                        keep(ResultGroup(*g))
         except BaseException:
             write.abort()  # stop the writer before the transaction rolls back
             stream.close()  # and close the evidence cursors now, not at garbage collection
             raise
         write.close()
-        for (control, outcome), n in sorted(pairs.items()):
+        for (control, outcome), n in sorted((_pair(t), n) for t, n in tokens.items()):
             summary.counts.setdefault(control, Counter())[outcome] += n
         total = agg.hexdigest()
         conn.execute(
@@ -933,9 +965,10 @@ def _run_check(
 
 
 def stored_results(store: Store, run_id: int, subject: str | None = None) -> list[Result]:
-    t = schema.results
+    """A stored run's results (of one subject), in the order the run gave them."""
+    t = schema.result_groups
     q = sa.select(t.c.body).where(t.c.run_id == run_id)
     if subject is not None:
         q = q.where(t.c.subject == subject)
     with store.connect() as conn:
-        return [msgspec.json.decode(b, type=Result) for (b,) in conn.execute(q.order_by(t.c.id))]
+        return [r for (b,) in conn.execute(q.order_by(t.c.id)) for r in _results_decoder.decode(b)]

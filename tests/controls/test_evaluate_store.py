@@ -10,10 +10,10 @@ import sqlalchemy as sa
 
 from changeproof.evaluate import (
     Period,
-    ResultRow,
+    ResultGroup,
     _ResultWriter,
     iter_changes,
-    result_row,
+    result_group,
     run_check,
     stored_results,
 )
@@ -48,7 +48,9 @@ def test_changes_stream_per_repository_in_merge_order(workspace: Workspace, stor
 def _count_runs(store: Store) -> tuple[int, int]:
     with store.connect() as conn:
         runs = conn.execute(sa.select(sa.func.count()).select_from(schema.runs)).scalar_one()
-        res = conn.execute(sa.select(sa.func.count()).select_from(schema.results)).scalar_one()
+        res = conn.execute(
+            sa.select(sa.func.coalesce(sa.func.sum(schema.result_groups.c.n), 0))
+        ).scalar_one()
     return int(runs), int(res)
 
 
@@ -57,11 +59,11 @@ def test_a_failing_run_keeps_nothing_and_stops_its_writer(
 ) -> None:
     _seed(workspace, store)
     before = threading.active_count()
-    seen: list[ResultRow] = []
+    seen: list[ResultGroup] = []
 
-    def boom(r: ResultRow) -> None:
-        seen.append(r)
-        if len(seen) == 5:
+    def boom(g: ResultGroup) -> None:
+        seen.append(g)
+        if len(seen) == 2:
             raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError, match="interrupted"):
@@ -85,24 +87,24 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
     with store.engine.begin() as conn:
         w = _ResultWriter(conn, 6, batch=3_000)
         for r in many:
-            w.add(result_row(r))
+            w.add_group((result_group([r]),))
         w.close()
         stored = conn.execute(
-            sa.select(schema.results.c.subject, schema.results.c.body)
-            .where(schema.results.c.run_id == 6)
-            .order_by(schema.results.c.id)
+            sa.select(schema.result_groups.c.subject, schema.result_groups.c.body)
+            .where(schema.result_groups.c.run_id == 6)
+            .order_by(schema.result_groups.c.id)
         ).all()
-    assert [tuple(g) for g in stored] == [(r.subject, result_row(r).body) for r in many]
+    assert [tuple(g) for g in stored] == [(r.subject, result_group([r])[6]) for r in many]
     with store.engine.begin() as conn:
         w = _ResultWriter(conn, 7, batch=4)
         for r in rows:
-            w.add(result_row(r))
+            w.add_group((result_group([r]),))
         w.close()
         got = (
             conn.execute(
-                sa.select(schema.results.c.subject)
-                .where(schema.results.c.run_id == 7)
-                .order_by(schema.results.c.id)
+                sa.select(schema.result_groups.c.subject)
+                .where(schema.result_groups.c.run_id == 7)
+                .order_by(schema.result_groups.c.id)
             )
             .scalars()
             .all()
@@ -111,14 +113,14 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
 
     with pytest.raises(sa.exc.SQLAlchemyError), store.engine.begin() as conn:
         w = _ResultWriter(conn, 8, batch=2)
-        w.sql = w.sql.replace("INSERT INTO results", "INSERT INTO no_such_table")
+        w.sql = w.sql.replace("INSERT INTO result_groups", "INSERT INTO no_such_table")
         for r in rows[:6]:
-            w.add(result_row(r))
+            w.add_group((result_group([r]),))
         w.close()
     with store.connect() as conn:
         n = conn.execute(
             sa.select(sa.func.count())
-            .select_from(schema.results)
-            .where(schema.results.c.run_id == 8)
+            .select_from(schema.result_groups)
+            .where(schema.result_groups.c.run_id == 8)
         ).scalar_one()
     assert n == 0

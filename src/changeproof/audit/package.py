@@ -509,7 +509,7 @@ def _evaluate(
     """Run every registered control over the period; keep counts, and the sample's results."""
     from changeproof.evaluate import Period, iter_result_groups
 
-    decode = msgspec.json.Decoder(Result).decode
+    decode = msgspec.json.Decoder(list[Result]).decode
     link: dict[str, list[Sampled]] = defaultdict(list)
     for s in sampled:
         link[s.row.id].append(s)
@@ -535,22 +535,27 @@ def _evaluate(
             jobs=jobs,
             bodies_for=frozenset(link),
         ):
-            for control, subject, _repo, outcome, _digest, body in group:
-                population_level = control in pop_level
-                if population_level:  # the same once per run, not once per repository
-                    if (control, subject) in seen:
-                        continue
-                    seen.add((control, subject))
-                counts[control][outcome] += 1
+            for subject, _repo, outcomes, _worst, _n, _digest, body in group:
                 linked = link.get(subject, ())
-                if not linked and not population_level:
-                    continue  # counted; only the sample's and population-level results are kept
-                r = decode(body)
-                for s in linked:
-                    if r not in s.results:
-                        s.results.append(r)
-                if population_level:
-                    pop.population_results.append(r)
+                decoded: list[Result] | None = None
+                for i, token in enumerate(outcomes.split()):
+                    control, _, outcome = token.rpartition(":")
+                    population_level = control in pop_level
+                    if population_level:  # the same once per run, not once per repository
+                        if (control, subject) in seen:
+                            continue
+                        seen.add((control, subject))
+                    counts[control][outcome] += 1
+                    if not linked and not population_level:
+                        continue  # counted; only the sample's and population-level ones kept
+                    if decoded is None:
+                        decoded = decode(body)
+                    r = decoded[i]
+                    for s in linked:
+                        if r not in s.results:
+                            s.results.append(r)
+                    if population_level:
+                        pop.population_results.append(r)
     return counts
 
 

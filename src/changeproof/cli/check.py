@@ -105,7 +105,7 @@ def check(
       changeproof check --explain acme/api#42
     """
     from changeproof.cli.progress import progress
-    from changeproof.evaluate import Period, ResultRow, default_jobs, run_check
+    from changeproof.evaluate import Period, ResultGroup, default_jobs, run_check
 
     ws = opts(ctx).workspace()
     settings = ws.settings()
@@ -126,9 +126,11 @@ def check(
             )
         shown: list[Result] = []
 
-        def keep(row: ResultRow) -> None:
-            if fmt != "table" or show_all or not Outcome(row.outcome).ok:
-                shown.append(row.result())
+        def keep(group: ResultGroup) -> None:
+            if fmt != "table" or show_all:
+                shown.extend(group.results())
+            elif not Outcome(group.worst).ok:  # the worst is ok only when every one is
+                shown.extend(r for r in group.results() if not r.outcome.ok)
 
         with progress("check") as advance:
             run = run_check(

@@ -31,7 +31,7 @@ from changeproof.store import schema
 if TYPE_CHECKING:
     from changeproof.locker import Locker
 
-SCHEMA_HEAD = "0002"
+SCHEMA_HEAD = "0003"
 R = TypeVar("R", bound=Record)
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -320,6 +320,24 @@ def record_key(record: Record) -> tuple[str, str | None, str | None, datetime]:
     if subject is None:
         subject = getattr(record, "commit_sha", None)
     return str(rid), repo, subject, prov.occurred_at
+
+
+def evidence_row(record: Record) -> dict[str, Any]:
+    """The evidence table's row for a record, as :meth:`Writer.put` stores it."""
+    body = _encoder.encode(record)
+    key, repo, subject, occurred = record_key(record)
+    prov = record.provenance  # type: ignore[attr-defined]
+    return {
+        "kind": record.kind,
+        "key": key,
+        "repo": repo,
+        "subject": subject,
+        "occurred_us": to_us(occurred),
+        "collected_us": to_us(prov.collected_at),
+        "digest": hashlib.sha256(body).hexdigest(),
+        "raw_sha256": prov.raw_sha256,
+        "body": body,
+    }
 
 
 # advisory lock namespace (first key of the two-int form) for Writer.claim
@@ -681,23 +699,10 @@ class Writer:
 
     def put(self, record: Record, *, seq: int | None = None) -> str:
         """Store a record (latest view per key). ``seq``: first-parent position of a change."""
-        body = _encoder.encode(record)
-        dig = hashlib.sha256(body).hexdigest()
-        key, repo, subject, occurred = record_key(record)
-        prov = record.provenance  # type: ignore[attr-defined]
-        self._evidence.append(
-            {
-                "kind": record.kind,
-                "key": key,
-                "repo": repo,
-                "subject": subject,
-                "occurred_us": to_us(occurred),
-                "collected_us": to_us(prov.collected_at),
-                "digest": dig,
-                "raw_sha256": prov.raw_sha256,
-                "body": body,
-            }
-        )
+        row = evidence_row(record)
+        key: str = row["key"]
+        dig: str = row["digest"]
+        self._evidence.append(row)
         if isinstance(record, Change):
             base = seq if seq is not None else to_us(record.merged_at) * 100
             for i, sha in enumerate(record.landed_shas):
@@ -713,6 +718,14 @@ class Writer:
         if len(self._evidence) >= 2000:
             self.flush()
         return dig
+
+    def put_rows(self, rows: Iterable[dict[str, Any]]) -> None:
+        """Store records already made into rows by :func:`evidence_row` (e.g. in a parser
+        process): exactly what :meth:`put` of those records stores. Not for changes."""
+        for row in rows:
+            self._evidence.append(row)
+            if len(self._evidence) >= 2000:
+                self.flush()
 
     def index_commits(self, rows: Iterable[dict[str, Any]]) -> None:
         self._commits.extend(rows)

@@ -102,20 +102,25 @@ runs = Table(
     Column("result_count", BigInteger, nullable=False, default=0),
 )
 
-results = Table(
-    "results",
+# One row per subject and run: every result a run gave that subject (a change's nine, a
+# record's one), as a canonical JSON array. A row per result made the store's writes most of
+# a check's cost (nine rows, two index entries each, per change). ``outcomes`` lists the
+# results' "CONTROL:outcome" tokens in order between single spaces (" CM-REV-1:pass … "), so
+# filters by control or outcome need no body; ``worst`` is the worst of them.
+result_groups = Table(
+    "result_groups",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("run_id", BigInteger, nullable=False),
-    Column("control", String(32), nullable=False),
     Column("subject", String(512), nullable=False),
     Column("repo", String(256), nullable=True),
-    Column("outcome", String(16), nullable=False),
+    Column("outcomes", Text, nullable=False),
+    Column("worst", String(16), nullable=False),
+    Column("n", Integer, nullable=False),
     Column("digest", String(64), nullable=False),
     Column("body", LargeBinary, nullable=False),
 )
-Index("ix_results_run_control", results.c.run_id, results.c.control)
-Index("ix_results_run_subject", results.c.run_id, results.c.subject)
+Index("ix_result_groups_run_subject", result_groups.c.run_id, result_groups.c.subject)
 
 collect_state = Table(
     "collect_state",

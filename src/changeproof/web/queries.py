@@ -60,14 +60,25 @@ def _worst(outcomes: list[str]) -> str:
 
 def subject_outcomes(store: Store, run_id: int) -> dict[str, str]:
     """Worst outcome per subject in a run."""
-    t = schema.results
+    t = schema.result_groups
     per: dict[str, list[str]] = defaultdict(list)
     with store.connect() as conn:
-        for subj, outcome in conn.execute(
-            sa.select(t.c.subject, t.c.outcome).where(t.c.run_id == run_id)
+        for subj, worst in conn.execute(
+            sa.select(t.c.subject, t.c.worst).where(t.c.run_id == run_id)
         ):
-            per[subj].append(outcome)
+            per[subj].append(worst)
     return {k: _worst(v) for k, v in per.items()}
+
+
+def _token_filter(control: str | None, outcome: str | None) -> str | None:
+    """What a group's ``outcomes`` column (" CONTROL:outcome … ") must contain."""
+    if control is not None and outcome is not None:
+        return f" {control}:{outcome} "
+    if control is not None:
+        return f" {control}:"
+    if outcome is not None:
+        return f":{outcome} "
+    return None
 
 
 def results(
@@ -81,36 +92,81 @@ def results(
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[int, list[dict[str, Any]]]:
-    t = schema.results
-    q = sa.select(t.c.body).where(t.c.run_id == run_id)
-    n = sa.select(sa.func.count()).select_from(t).where(t.c.run_id == run_id)
-    for col, val in ((t.c.control, control), (t.c.outcome, outcome), (t.c.subject, subject),
-                     (t.c.repo, repo)):  # fmt: skip
-        if val is not None:
-            q, n = q.where(col == val), n.where(col == val)
+    """One page of a run's results (in the order the run gave them) and how many match.
+
+    Results are stored a group per subject; the count and the page come from the groups'
+    ``outcomes`` column, and only the page's groups are decoded."""
+    t = schema.result_groups
+    where = [t.c.run_id == run_id]
+    if subject is not None:
+        where.append(t.c.subject == subject)
+    if repo is not None:
+        where.append(t.c.repo == repo)
+    needle = _token_filter(control, outcome)
+    if needle is None:
+        counted: Any = t.c.n
+    else:
+        where.append(t.c.outcomes.contains(needle, autoescape=True))
+        # occurrences of the token filter in each group's outcomes (they cannot overlap)
+        counted = (
+            sa.func.length(t.c.outcomes) - sa.func.length(sa.func.replace(t.c.outcomes, needle, ""))
+        ) / len(needle)
+
+    def hit(token: str) -> bool:
+        return needle is None or f" {token} ".find(needle) >= 0
+
+    page: dict[int, list[int]] = {}  # group id -> positions of its results on the page
     with store.connect() as conn:
-        total = int(conn.execute(n).scalar_one())
-        rows = conn.execute(q.order_by(t.c.id).limit(limit).offset(offset)).all()
-    return total, [msgspec.json.decode(r[0]) for r in rows]
+        total = int(conn.execute(sa.select(sa.func.sum(counted)).where(*where)).scalar() or 0)
+        seen = 0
+        q = sa.select(t.c.id, t.c.outcomes).where(*where).order_by(t.c.id)
+        for gid, outcomes in conn.execute(q):
+            for i, token in enumerate(outcomes.split()):
+                if not hit(token):
+                    continue
+                if seen >= offset:
+                    page.setdefault(int(gid), []).append(i)
+                seen += 1
+                if seen >= offset + limit:
+                    break
+            if seen >= offset + limit:
+                break
+        bodies = (
+            {
+                int(gid): body
+                for gid, body in conn.execute(
+                    sa.select(t.c.id, t.c.body).where(t.c.id.in_(sorted(page)))
+                )
+            }
+            if page
+            else {}
+        )
+    out: list[dict[str, Any]] = []
+    for gid in sorted(page):
+        items = msgspec.json.decode(bodies[gid])
+        out.extend(items[i] for i in page[gid])
+    return total, out
 
 
 def posture(store: Store, run_id: int) -> list[dict[str, Any]]:
     """Per control: outcome counts in the run and a pass-rate trend over the period (each
     change-level result dated by its change's merge time; daily buckets for periods up to
     eight weeks, weekly beyond)."""
-    t, e = schema.results, schema.evidence
+    t, e = schema.result_groups, schema.evidence
     counts: dict[str, Counter[str]] = defaultdict(Counter)
     dated: list[tuple[str, str, int]] = []
     q = (
-        sa.select(t.c.control, t.c.outcome, e.c.occurred_us)
+        sa.select(t.c.outcomes, e.c.occurred_us)
         .select_from(t.outerjoin(e, sa.and_(e.c.kind == Change.kind, e.c.key == t.c.subject)))
         .where(t.c.run_id == run_id)
     )
     with store.connect() as conn:
-        for control, outcome, occurred in conn.execute(q):
-            counts[control][outcome] += 1
-            if occurred is not None:
-                dated.append((control, outcome, int(occurred)))
+        for outcomes, occurred in conn.execute(q):
+            for token in outcomes.split():
+                control, _, outcome = token.rpartition(":")
+                counts[control][outcome] += 1
+                if occurred is not None:
+                    dated.append((control, outcome, int(occurred)))
     day = 86400 * 1_000_000
     span = (max(d[2] for d in dated) - min(d[2] for d in dated)) if dated else 0
     width = day if span <= 56 * day else 7 * day
