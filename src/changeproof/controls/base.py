@@ -28,7 +28,7 @@ from changeproof.evidence import (
     RetroReview,
     TeamMembership,
 )
-from changeproof.outcomes import Outcome, Result
+from changeproof.outcomes import OK, Outcome, Result
 from changeproof.settings import Settings
 
 SubjectKind = Literal[
@@ -100,6 +100,15 @@ class Control:
     def evaluate(self, subject: Any, ctx: Context, digest: str) -> Result:
         raise NotImplementedError
 
+    def remediation_for(self, outcome: Outcome) -> str | None:
+        """The definition's remediation for an unacceptable outcome, else None."""
+        if outcome in OK:
+            return None
+        text = _REMEDIATION.get(self.id)
+        if text is None:
+            text = _REMEDIATION[self.id] = load_definition(self.id).remediation
+        return text
+
     def result(
         self,
         subject_id: str,
@@ -110,17 +119,22 @@ class Control:
         evidence: tuple[str, ...] = (),
         details: dict[str, str] | None = None,
     ) -> Result:
-        remediation = None if outcome.ok else self.definition.remediation
         return Result(
             control=self.id,
             subject=subject_id,
             outcome=outcome,
             reasons=tuple(reasons),
             repo=repo,
-            evidence=tuple(sorted(set(evidence))),
-            remediation=remediation,
+            evidence=evidence
+            if len(evidence) == 1 and type(evidence) is tuple
+            else tuple(sorted(set(evidence))),
+            remediation=self.remediation_for(outcome),
             details=details or {},
         )
+
+
+# control id → its definition's remediation (definitions are loaded once and never change)
+_REMEDIATION: dict[str, str] = {}
 
 
 class RecordControl(Control):

@@ -6,8 +6,9 @@ from __future__ import annotations
 import fnmatch
 
 from changeproof.controls.base import Context
+from changeproof.controls.emergency import covering_emergency
 from changeproof.evidence import ExceptionGrant
-from changeproof.outcomes import Outcome, Result
+from changeproof.outcomes import EXCEPTABLE, EXCEPTION, Result
 
 
 def covering_exception(
@@ -29,9 +30,9 @@ def covering_exception(
 
 
 def apply_exceptions(result: Result, participant_keys: frozenset[str], ctx: Context) -> Result:
-    if result.outcome not in (Outcome.FAIL, Outcome.INDETERMINATE):
+    if result.outcome not in EXCEPTABLE:
         return result
-    found = covering_exception(result, participant_keys, ctx)
+    found = covering_exception(result, participant_keys, ctx) if ctx.exceptions else None
     if found is None:
         return _emergency_exception(result, participant_keys, ctx)
     dig, grant = found
@@ -42,7 +43,7 @@ def apply_exceptions(result: Result, participant_keys: frozenset[str], ctx: Cont
     return Result(
         control=result.control,
         subject=result.subject,
-        outcome=Outcome.EXCEPTION,
+        outcome=EXCEPTION,
         reasons=(reason, *(f"underlying {result.outcome.value}: {r}" for r in result.reasons)),
         repo=result.repo,
         evidence=tuple(sorted({*result.evidence, dig})),
@@ -55,8 +56,6 @@ def _emergency_exception(result: Result, participant_keys: frozenset[str], ctx: 
     """A failure of CM-REV-1/CM-TST-1/CM-DEP-2/CM-REV-5 becomes ``exception`` only when an
     emergency covering it passes both CM-EMG-1 and CM-EMG-2 (declared properly at the time,
     and independently reviewed within the window)."""
-    from changeproof.controls.emergency import covering_emergency
-
     found = covering_emergency(result, participant_keys, ctx)
     if found is None:
         return result
@@ -64,7 +63,7 @@ def _emergency_exception(result: Result, participant_keys: frozenset[str], ctx: 
     return Result(
         control=result.control,
         subject=result.subject,
-        outcome=Outcome.EXCEPTION,
+        outcome=EXCEPTION,
         reasons=(*reasons, *(f"underlying {result.outcome.value}: {r}" for r in result.reasons)),
         repo=result.repo,
         evidence=tuple(sorted({*result.evidence, *digests})),

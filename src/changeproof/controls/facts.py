@@ -7,11 +7,15 @@ current approval.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
+from typing import Any
 
+import msgspec
+
+from changeproof.controls.prepared import Prepared, prepared
 from changeproof.evidence import Actor, Change, CommitInfo, Review
-from changeproof.settings import Settings, lowered_names, path_matches
+from changeproof.settings import Settings, path_matches
 
 RISK_RE = re.compile(
     r"(?im)^\s*(?:[-*]\s*)?\**risk(?:\s*level)?\**\s*[:=]\s*\**\s*(low|medium|high)\b"
@@ -24,7 +28,10 @@ def actor_keys(actor: Actor | None) -> frozenset[str]:
 
 
 def is_web_flow(actor: Actor, settings: Settings) -> bool:
-    names = lowered_names(settings.identities.web_flow_committers)
+    return _web_flow(actor, prepared(settings).web_flow)
+
+
+def _web_flow(actor: Actor, names: frozenset[str]) -> bool:
     return bool(
         (actor.login and actor.login.lower() in names)
         or (actor.email and actor.email.lower() == "noreply@github.com")
@@ -41,40 +48,47 @@ def is_suggestion_commit(commit: CommitInfo, settings: Settings) -> bool:
 
 def participants(change: Change, settings: Settings) -> tuple[frozenset[str], list[str]]:
     """Identity keys of everyone who contributed to or pushed the change, and their labels."""
+    return _participants(change, settings, prepared(settings).web_flow)
+
+
+def _add(keys: set[str], labels: list[str], actor: Actor, role: str) -> None:
+    k = actor.keys()
+    if k and not k <= keys:
+        labels.append(f"{actor.login or actor.email or actor.name} ({role})")
+    keys.update(k)
+
+
+def _participants(
+    change: Change, settings: Settings, web_flow: frozenset[str]
+) -> tuple[frozenset[str], list[str]]:
     keys: set[str] = set()
     labels: list[str] = []
-
-    def add(actor: Actor | None, role: str) -> None:
-        if actor is None:
-            return
-        k = actor.keys()
-        if k and not k <= keys:
-            labels.append(f"{actor.login or actor.email or actor.name} ({role})")
-        keys.update(k)
-
-    add(change.author, "author")
+    if change.author is not None:
+        _add(keys, labels, change.author, "author")
+    allow_suggestions = settings.review.allow_suggestion_commits
     for c in change.commits:
-        add(c.author, "commit author")
-        if not is_web_flow(c.committer, settings):
-            add(c.committer, "committer")
-        suggestion = settings.review.allow_suggestion_commits and is_suggestion_commit(c, settings)
+        _add(keys, labels, c.author, "commit author")
+        if not _web_flow(c.committer, web_flow):
+            _add(keys, labels, c.committer, "committer")
+        if not c.co_authors:
+            continue
+        suggestion = allow_suggestions and is_suggestion_commit(c, settings)
         for co in c.co_authors:
             if suggestion:
                 # opt-in (policy-bot#439): the reviewer whose suggestion was applied stays
                 # independent; the exemption is reported, never silent
                 labels.append(f"{co.login or co.email or co.name} (suggestion co-author, exempt)")
                 continue
-            add(co, "co-author")
+            _add(keys, labels, co, "co-author")
     for ev in change.timeline:
-        if ev.type in ("push", "force_push"):
-            add(ev.actor, "pusher" if ev.type == "push" else "force-pusher")
-    if change.change_type == "direct_push":
-        add(change.merged_by, "pusher")
+        if ev.actor is not None and ev.type in {"push", "force_push"}:
+            _add(keys, labels, ev.actor, "pusher" if ev.type == "push" else "force-pusher")
+    if change.change_type == "direct_push" and change.merged_by is not None:
+        _add(keys, labels, change.merged_by, "pusher")
     return frozenset(keys), labels
 
 
-@dataclass(frozen=True)
-class Approval:
+class Approval(msgspec.Struct, frozen=True, gc=False):
     review: Review
     name: str
     current: bool | None  # None: the approved commit is unknown
@@ -125,13 +139,21 @@ def _is_current(review: Review, change: Change) -> bool | None:
     return False
 
 
+_submitted_at = attrgetter("submitted_at")
+_EFFECTIVE_STATES = frozenset({"APPROVED", "CHANGES_REQUESTED", "DISMISSED"})
+
+
 def effective_reviews(change: Change) -> dict[str, Review]:
     """Per reviewer, the latest APPROVED/CHANGES_REQUESTED review submitted before the merge."""
     out: dict[str, Review] = {}
-    for r in sorted(change.reviews or (), key=lambda r: r.submitted_at):
-        if r.submitted_at > change.merged_at:
+    reviews = change.reviews
+    if not reviews:
+        return out
+    merged_at = change.merged_at
+    for r in sorted(reviews, key=_submitted_at) if len(reviews) > 1 else reviews:
+        if r.submitted_at > merged_at:
             continue
-        if r.state not in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+        if r.state not in _EFFECTIVE_STATES:
             continue
         out[r.reviewer.key] = r
     return out
@@ -143,8 +165,10 @@ def _dismissed_before(review: Review, merged_at: datetime) -> bool:
     return review.dismissed_at is not None and review.dismissed_at <= merged_at
 
 
-@dataclass(frozen=True)
-class ChangeFacts:
+class ChangeFacts(msgspec.Struct, frozen=True, kw_only=True):
+    """What every change control reads about one change, computed once by
+    :func:`compute_facts` and shared by the controls judging it."""
+
     change: Change
     participant_keys: frozenset[str]
     participant_labels: tuple[str, ...]
@@ -153,10 +177,43 @@ class ChangeFacts:
     required: int
     risk: str | None
     paths: tuple[str, ...] | None
+    # the approvals that count, in ``approvals`` order
+    independent: list[Approval]
+    # the change's subject id (``Change.id`` formats it on every access)
+    cid: str
+    # the settings' derived lookups (see :mod:`changeproof.controls.prepared`), and per path
+    # of ``paths`` its class bits, with their union
+    prep: Prepared
+    path_bits: tuple[int, ...] | None
+    path_union: int
+    # verdicts that more than one control needs (CM-TST-1's checks, the review controls'
+    # results CM-IAC-1 repeats), kept per context: see :func:`shared`
+    memo: dict[str, Any] = msgspec.field(default_factory=dict)
 
-    @property
-    def independent(self) -> list[Approval]:
-        return [a for a in self.approvals if a.counts]
+
+def classes_of(f: ChangeFacts, settings: Settings) -> tuple[Prepared, tuple[int, ...] | None, int]:
+    """(lookups, class bits per path, their union) of ``f``'s paths under ``settings`` —
+    the ones :func:`compute_facts` derived unless ``settings`` is another object."""
+    if f.prep.settings is settings:
+        return f.prep, f.path_bits, f.path_union
+    prep = prepared(settings)
+    if f.paths is None:
+        return prep, None, 0
+    bits = tuple([prep.path_bits(p) for p in f.paths])
+    union = 0
+    for b in bits:
+        union |= b
+    return prep, bits, union
+
+
+def shared(f: ChangeFacts, ctx: object) -> dict[str, Any]:
+    """``f``'s memo of context-dependent verdicts, valid for ``ctx`` (emptied when asked
+    with another context, so a verdict is never reused under different evidence)."""
+    memo = f.memo
+    if memo.get("ctx") is not ctx:
+        memo.clear()
+        memo["ctx"] = ctx
+    return memo
 
 
 def detect_risk(change: Change) -> str | None:
@@ -178,50 +235,68 @@ def change_paths(change: Change) -> tuple[str, ...] | None:
 
 
 def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
-    pkeys, plabels = participants(change, settings)
+    prep = prepared(settings)
+    pkeys, plabels = _participants(change, settings, prep.web_flow)
     approvals: list[Approval] = []
-    for r in effective_reviews(change).values():
-        # a review DISMISSED before merge still tells us the reviewer's effective state was
-        # approval-then-dismissed; only approvals are candidates
-        if r.state not in ("APPROVED", "DISMISSED"):
-            continue
-        approvals.append(
-            Approval(
+    independent: list[Approval] = []
+    self_approvers: set[str] = set()
+    merged_at = change.merged_at
+    if change.reviews:
+        for r in effective_reviews(change).values():
+            # a review DISMISSED before merge still tells us the reviewer's effective state
+            # was approval-then-dismissed; only approvals are candidates
+            if r.state not in {"APPROVED", "DISMISSED"}:
+                continue
+            who = r.reviewer
+            a = Approval(
                 review=r,
-                name=r.reviewer.login or r.reviewer.email or r.reviewer.name or "?",
+                name=who.login or who.email or who.name or "?",
                 current=_is_current(r, change),
-                participant=bool(r.reviewer.keys() & pkeys),
-                human=not _not_human(r.reviewer, settings),
-                before_merge=r.submitted_at <= change.merged_at,
-                dismissed=_dismissed_before(r, change.merged_at),
+                participant=bool(who.keys() & pkeys),
+                human=not prep.not_human(who.login, who.type),
+                before_merge=r.submitted_at <= merged_at,
+                dismissed=_dismissed_before(r, merged_at),
             )
-        )
-    self_approvers = sorted(
-        {
-            (r.reviewer.login or r.reviewer.email or "?")
-            for r in (change.reviews or ())
-            if r.state in ("APPROVED", "DISMISSED")
-            and (r.state == "APPROVED" or r.dismissed_at is not None)
-            and r.reviewer.keys() & pkeys
-        }
-    )
+            approvals.append(a)
+            if a.counts:
+                independent.append(a)
+        for r in change.reviews:
+            if (
+                (r.state == "APPROVED" or (r.state == "DISMISSED" and r.dismissed_at is not None))
+                and pkeys
+                and r.reviewer.keys() & pkeys
+            ):
+                self_approvers.add(r.reviewer.login or r.reviewer.email or "?")
     paths = change_paths(change)
+    if paths is None:
+        bits: tuple[int, ...] | None = None
+        union = 0
+    else:
+        bits = tuple([prep.path_bits(p) for p in paths])
+        union = 0
+        for b in bits:
+            union |= b
     risk = detect_risk(change)
-    required = settings.required_approvals(change.repo, list(paths or ()), risk)
+    required = settings.required_approvals(change.repo, paths or (), risk)
     return ChangeFacts(
         change=change,
         participant_keys=pkeys,
         participant_labels=tuple(plabels),
         approvals=tuple(approvals),
-        self_approvers=tuple(self_approvers),
+        self_approvers=tuple(sorted(self_approvers)),
         required=required,
         risk=risk,
         paths=paths,
+        independent=independent,
+        cid=change.id,
+        prep=prep,
+        path_bits=bits,
+        path_union=union,
     )
 
 
 def _not_human(actor: Actor, settings: Settings) -> bool:
-    return settings.is_not_human(actor.login, actor.type)
+    return prepared(settings).not_human(actor.login, actor.type)
 
 
 def touches(paths: tuple[str, ...] | None, patterns: tuple[str, ...]) -> bool | None:

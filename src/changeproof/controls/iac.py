@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 from changeproof.controls.base import Context, RecordControl
-from changeproof.controls.facts import ChangeFacts
+from changeproof.controls.facts import ChangeFacts, classes_of
 from changeproof.controls.review import (
     ChangeControl,
     CurrentApprovals,
@@ -42,7 +42,7 @@ from changeproof.evidence import (
     PlanRecord,
     ResourceChangeInfo,
 )
-from changeproof.outcomes import Outcome, Result, worst
+from changeproof.outcomes import INDETERMINATE, NOT_APPLICABLE, Outcome, Result, worst
 
 APPROVALS_KEY = "iac_approvals"  # change id → CM-IAC-1 result details (approval times)
 DETAIL_TIMES = "approval_times"
@@ -59,11 +59,12 @@ def approval_details(f: ChangeFacts) -> dict[str, str]:
     """What CM-IAC-2 needs from a change: its requirement and its counting approvals' times."""
     if f.change.reviews is None:
         return {}
-    times = sorted(a.review.submitted_at for a in f.independent)
-    return {
-        DETAIL_REQUIRED: str(f.required),
-        DETAIL_TIMES: ",".join(t.isoformat() for t in times),
-    }
+    ok = f.independent
+    if len(ok) == 1:
+        times = ok[0].review.submitted_at.isoformat()
+    else:
+        times = ",".join(t.isoformat() for t in sorted(a.review.submitted_at for a in ok))
+    return {DETAIL_REQUIRED: str(f.required), DETAIL_TIMES: times}
 
 
 def approvals_from_details(details: Mapping[str, str]) -> tuple[int, tuple[datetime, ...]] | None:
@@ -135,24 +136,32 @@ class InfrastructureReviewed(ChangeControl):
 
         def res(outcome: Outcome, reasons: list[str], extra: tuple[str, ...] = ()) -> Result:
             return self.result(
-                c.id, outcome, reasons, repo=c.repo, evidence=(digest, *extra), details=details
+                f.cid, outcome, reasons, repo=c.repo, evidence=(digest, *extra), details=details
             )
 
         if c.change_type == "initial":
-            return res(Outcome.NOT_APPLICABLE, ["the repository's initial commit"])
+            return res(NOT_APPLICABLE, ["the repository's initial commit"])
         if f.paths is None:
             return res(
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 ["the changed files are unknown, so infrastructure paths cannot be recognised"],
             )
-        classes = path_classes(f.paths, ctx)
-        if not classes:
-            return res(Outcome.NOT_APPLICABLE, ["touches no infrastructure, IAM or migration path"])
+        # path_classes(f.paths, ctx), from the paths' class bits
+        prep, bits, union = classes_of(f, ctx.settings)
+        if not union & prep.iac_mask:
+            return res(NOT_APPLICABLE, ["touches no infrastructure, IAM or migration path"])
+        assert bits is not None
+        shift = prep.iac_shift
+        classes = [
+            (CLASS_NAMES[i], [p for p, b in zip(f.paths, bits, strict=True) if b >> shift + i & 1])
+            for i in range(3)
+            if union >> shift + i & 1
+        ]
         what = "infrastructure change — " + "; ".join(f"{n}: {_few(h)}" for n, h in classes)
         outcomes: list[Outcome] = []
         problems: list[str] = []
         for ctl in self._review:
-            r = ctl.judge(f, ctx, digest)
+            r = ctl.verdict(f, ctx, digest)
             if r.outcome in (Outcome.FAIL, Outcome.INDETERMINATE):
                 outcomes.append(r.outcome)
                 problems.append(f"{ctl.id} {r.outcome.value}: {r.reasons[0]}")

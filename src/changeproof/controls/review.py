@@ -5,8 +5,17 @@ from __future__ import annotations
 from typing import ClassVar
 
 from changeproof.controls.base import Context, Control
-from changeproof.controls.facts import ChangeFacts
-from changeproof.outcomes import Outcome, Result
+from changeproof.controls.facts import ChangeFacts, shared
+from changeproof.controls.standard import promotion_path, standard_change
+from changeproof.outcomes import (
+    FAIL,
+    INDETERMINATE,
+    NOT_APPLICABLE,
+    OK,
+    PASS,
+    Outcome,
+    Result,
+)
 
 MAX_FILES = 3000
 
@@ -33,20 +42,48 @@ class ChangeControl(Control):
         raise NotImplementedError
 
     def res(self, f: ChangeFacts, outcome: Outcome, reasons: list[str], digest: str) -> Result:
-        return self.result(f.change.id, outcome, reasons, repo=f.change.repo, evidence=(digest,))
+        # what ``self.result(f.cid, outcome, reasons, repo=…, evidence=(digest,))`` builds,
+        # without its generic evidence sorting (one digest) — every change control's hot path
+        return Result(
+            control=self.id,
+            subject=f.cid,
+            outcome=outcome,
+            reasons=tuple(reasons),
+            repo=f.change.repo,
+            evidence=(digest,),
+            remediation=None if outcome in OK else self.remediation_for(outcome),
+            details={},
+        )
 
 
-class IndependentApproval(ChangeControl):
+class ReviewControl(ChangeControl):
+    """CM-REV-1/2/3/5: CM-IAC-1 repeats their verdicts on infrastructure changes, so each
+    verdict is kept in the change's shared memo for it (see :meth:`verdict`)."""
+
+    def evaluate(self, subject: ChangeFacts, ctx: Context, digest: str) -> Result:
+        r = self.judge(subject, ctx, digest)
+        shared(subject, ctx)[self.id] = (digest, r)
+        return r
+
+    def verdict(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
+        """``judge(f, ctx, digest)``, reusing the verdict :meth:`evaluate` gave if any."""
+        hit = shared(f, ctx).get(self.id)
+        if hit is not None and hit[0] == digest:
+            return hit[1]  # type: ignore[no-any-return]
+        return self.judge(f, ctx, digest)
+
+
+class IndependentApproval(ReviewControl):
     id = "CM-REV-1"
 
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
         c = f.change
         if c.change_type == "initial":
-            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
+            return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
         if c.change_type == "direct_push":
             return self.res(
                 f,
-                Outcome.FAIL,
+                FAIL,
                 [
                     f"pushed directly to {c.branch} by {_who(c)}: no pull request, so nobody approved it"
                 ],
@@ -55,7 +92,7 @@ class IndependentApproval(ChangeControl):
         if c.files_total is not None and c.files_total > MAX_FILES:
             return self.res(
                 f,
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 [
                     f"{c.files_total} files changed: past {MAX_FILES} the forge cannot list them all, "
                     "so path-dependent approval rules cannot be judged"
@@ -64,9 +101,9 @@ class IndependentApproval(ChangeControl):
             )
         if c.reviews is None:
             alt = _alternative_paths(f, ctx, path1_passed=False)
-            if alt is not None and alt[0] is Outcome.PASS:
-                return self.res(f, Outcome.PASS, alt[1], digest)
-            return self.res(f, Outcome.INDETERMINATE, [_no_review_evidence(c.platform)], digest)
+            if alt is not None and alt[0] is PASS:
+                return self.res(f, PASS, alt[1], digest)
+            return self.res(f, INDETERMINATE, [_no_review_evidence(c.platform)], digest)
         ok = f.independent
         need = f.required
         reasons: list[str] = []
@@ -79,7 +116,7 @@ class IndependentApproval(ChangeControl):
             alt = _alternative_paths(f, ctx, path1_passed=True)
             return self.res(
                 f,
-                Outcome.PASS,
+                PASS,
                 [
                     f"{len(ok)} of {need} required independent approval(s): {names}",
                     *(alt[1] if alt is not None else ()),
@@ -89,10 +126,10 @@ class IndependentApproval(ChangeControl):
             )
         alt = _alternative_paths(f, ctx, path1_passed=False)
         if alt is not None:
-            if alt[0] is Outcome.PASS:
+            if alt[0] is PASS:
                 return self.res(
                     f,
-                    Outcome.PASS,
+                    PASS,
                     [*alt[1], f"{len(ok)} of {need} approval(s) on the change itself", *reasons],
                     digest,
                 )
@@ -112,16 +149,16 @@ class IndependentApproval(ChangeControl):
         if len(ok) + len(unknown) >= need:
             return self.res(
                 f,
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 [head + "; the remaining approvals cannot be tied to the merged commit", *reasons],
                 digest,
             )
         if not f.approvals:
             reasons.append("no approving review before the merge")
-        return self.res(f, Outcome.FAIL, [head, *reasons], digest)
+        return self.res(f, FAIL, [head, *reasons], digest)
 
 
-class NoSelfApproval(ChangeControl):
+class NoSelfApproval(ReviewControl):
     id = "CM-REV-2"
 
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
@@ -129,26 +166,26 @@ class NoSelfApproval(ChangeControl):
         if c.change_type in ("initial", "direct_push"):
             return self.res(
                 f,
-                Outcome.NOT_APPLICABLE,
+                NOT_APPLICABLE,
                 ["no pull request, so no approvals to examine (see CM-REV-5)"],
                 digest,
             )
         if c.reviews is None:
-            return self.res(f, Outcome.INDETERMINATE, [_no_review_evidence(c.platform)], digest)
+            return self.res(f, INDETERMINATE, [_no_review_evidence(c.platform)], digest)
         if f.self_approvers:
             return self.res(
                 f,
-                Outcome.FAIL,
+                FAIL,
                 [
                     f"approved by a participant of the change: {', '.join(f.self_approvers)} "
                     "(not counted toward the requirement)"
                 ],
                 digest,
             )
-        return self.res(f, Outcome.PASS, ["no participant approved their own change"], digest)
+        return self.res(f, PASS, ["no participant approved their own change"], digest)
 
 
-class CurrentApprovals(ChangeControl):
+class CurrentApprovals(ReviewControl):
     id = "CM-REV-3"
 
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
@@ -156,12 +193,12 @@ class CurrentApprovals(ChangeControl):
         if c.change_type in ("initial", "direct_push"):
             return self.res(
                 f,
-                Outcome.NOT_APPLICABLE,
+                NOT_APPLICABLE,
                 ["no pull request, so no approvals to examine (see CM-REV-5)"],
                 digest,
             )
         if c.reviews is None:
-            return self.res(f, Outcome.INDETERMINATE, [_no_review_evidence(c.platform)], digest)
+            return self.res(f, INDETERMINATE, [_no_review_evidence(c.platform)], digest)
         reasons: list[str] = []
         bad = False
         for ev in c.timeline:
@@ -193,7 +230,7 @@ class CurrentApprovals(ChangeControl):
         if not candidates and not bad:
             return self.res(
                 f,
-                Outcome.NOT_APPLICABLE,
+                NOT_APPLICABLE,
                 ["no independent approval before the merge to be stale (see CM-REV-1)"],
                 digest,
             )
@@ -209,34 +246,34 @@ class CurrentApprovals(ChangeControl):
             bad = True
             reasons.insert(0, "every approval predates the last change to the code")
         if bad:
-            return self.res(f, Outcome.FAIL, reasons, digest)
+            return self.res(f, FAIL, reasons, digest)
         if unknown and not current:
             return self.res(
                 f,
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 ["the approved commit is unknown for: " + ", ".join(a.name for a in unknown)],
                 digest,
             )
         return self.res(
             f,
-            Outcome.PASS,
+            PASS,
             [f"approval(s) current at merge: {', '.join(a.name for a in current)}", *reasons],
             digest,
         )
 
 
-class NoDirectPush(ChangeControl):
+class NoDirectPush(ReviewControl):
     id = "CM-REV-5"
 
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
         c = f.change
         if c.change_type == "initial":
-            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
+            return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
         if c.change_type == "direct_push":
             n = len(c.landed_shas)
             return self.res(
                 f,
-                Outcome.FAIL,
+                FAIL,
                 [
                     f"direct push to {c.branch} by {_who(c)}: commit {c.merge_sha[:12]}"
                     + (f" (and {n - 1} more)" if n > 1 else "")
@@ -257,17 +294,17 @@ class NoDirectPush(ChangeControl):
             if c.platform == "git"
             else ""
         )
-        return self.res(f, Outcome.PASS, [f"landed through {where} by {how}{basis}"], digest)
+        return self.res(f, PASS, [f"landed through {where} by {how}{basis}"], digest)
 
 
 def _alternative_paths(
     f: ChangeFacts, ctx: Context, *, path1_passed: bool
 ) -> tuple[Outcome, list[str]] | None:
     """CM-REV-1's other passing paths: a bot standard change, or a promotion chain."""
-    from changeproof.controls.standard import promotion_path, standard_change
-
-    promo = promotion_path(f, ctx, path1_passed)
-    if promo is not None or path1_passed:
+    settings = ctx.settings
+    # neither path exists without its settings (both functions would return None)
+    promo = promotion_path(f, ctx, path1_passed) if settings.promotions else None
+    if promo is not None or path1_passed or not settings.standard_changes:
         return promo
     return standard_change(f, ctx)
 

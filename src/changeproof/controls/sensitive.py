@@ -13,26 +13,46 @@ import bisect
 from datetime import datetime
 
 from changeproof.controls.base import Context
-from changeproof.controls.facts import ChangeFacts
+from changeproof.controls.facts import ChangeFacts, classes_of
 from changeproof.controls.review import MAX_FILES, ChangeControl
 from changeproof.evidence import TeamMembership
-from changeproof.outcomes import Outcome, Result, worst
+from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, PASS, Outcome, Result, worst
 from changeproof.settings import SensitivePaths, path_matches
 
+Members = tuple[frozenset[str] | None, str, tuple[str, ...]]
 
-def members_at(
-    team: str, ctx: Context, at: datetime
-) -> tuple[frozenset[str] | None, str, tuple[str, ...]]:
+# (id(snapshot), team) → (snapshot, digest, members_at's answer under it): every change merged
+# while one membership snapshot was the latest asks the same (keyed by identity, checked)
+_BY_SNAPSHOT: dict[tuple[int, str], tuple[TeamMembership, str, Members]] = {}
+
+
+def _occurred(x: tuple[str, TeamMembership]) -> datetime:
+    return x[1].provenance.occurred_at
+
+
+def _observed(team: str, dig: str, snap: TeamMembership) -> Members:
+    key = (id(snap), team)
+    hit = _BY_SNAPSHOT.get(key)
+    if hit is not None and hit[0] is snap and hit[1] == dig:
+        return hit[2]
+    out: Members = (
+        frozenset(m.lower() for m in snap.members),
+        f"team {team} as observed {snap.provenance.occurred_at.isoformat()}",
+        (dig,),
+    )
+    if len(_BY_SNAPSHOT) >= 4096:
+        _BY_SNAPSHOT.clear()
+    _BY_SNAPSHOT[key] = (snap, dig, out)
+    return out
+
+
+def members_at(team: str, ctx: Context, at: datetime) -> Members:
     """(lower-cased members or None if unknown, where from, evidence digests) as at ``at``."""
     snaps: tuple[tuple[str, TeamMembership], ...] = ctx.teams.get(team, ())
-    i = bisect.bisect_right(snaps, at, key=lambda x: x[1].provenance.occurred_at)
+    i = bisect.bisect_right(snaps, at, key=_occurred) if snaps else 0
     if i:
         dig, snap = snaps[i - 1]
-        return (
-            frozenset(m.lower() for m in snap.members),
-            f"team {team} as observed {snap.provenance.occurred_at.isoformat()}",
-            (dig,),
-        )
+        return _observed(team, dig, snap)
     configured = ctx.settings.teams.get(team)
     if configured:
         return frozenset(m.lower() for m in configured), f"team {team} from the settings", ()
@@ -63,11 +83,11 @@ class SensitivePathApproval(ChangeControl):
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
         c = f.change
         if c.change_type == "initial":
-            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
+            return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
         if c.files_total is not None and c.files_total > MAX_FILES:
             return self.res(
                 f,
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 [
                     f"{c.files_total} files changed: past {MAX_FILES} the forge cannot list them "
                     "all, so whether sensitive paths were touched cannot be judged"
@@ -75,29 +95,34 @@ class SensitivePathApproval(ChangeControl):
                 digest,
             )
         if f.paths is None:
-            return self.res(
-                f, Outcome.INDETERMINATE, ["the changed files were not collected"], digest
-            )
+            return self.res(f, INDETERMINATE, ["the changed files were not collected"], digest)
         truncated = (
             c.files is not None and c.files_total is not None and c.files_total > len(c.files)
         )
-        hits = matched_classes(f.paths, ctx.settings.sensitive_paths)
+        # matched_classes(f.paths, sensitive_paths), from the paths' class bits
+        prep, bits, union = classes_of(f, ctx.settings)
+        hits: list[tuple[SensitivePaths, list[str]]] = []
+        if union & prep.sensitive_mask:
+            assert bits is not None
+            for i, sp in enumerate(ctx.settings.sensitive_paths):
+                if union >> i & 1:
+                    hits.append((sp, [p for p, b in zip(f.paths, bits, strict=True) if b >> i & 1]))
         if not hits:
             if truncated:
                 return self.res(
                     f,
-                    Outcome.INDETERMINATE,
+                    INDETERMINATE,
                     [
                         f"only {len(c.files or ())} of {c.files_total} changed files were "
                         "collected; none listed is sensitive"
                     ],
                     digest,
                 )
-            return self.res(f, Outcome.NOT_APPLICABLE, ["no sensitive paths touched"], digest)
+            return self.res(f, NOT_APPLICABLE, ["no sensitive paths touched"], digest)
         if c.change_type == "direct_push":
             return self.res(
                 f,
-                Outcome.FAIL,
+                FAIL,
                 [
                     f"pushed directly, touching {sp.name}: {', '.join(sorted(p)[:5])}"
                     for sp, p in hits
@@ -107,7 +132,7 @@ class SensitivePathApproval(ChangeControl):
         if c.reviews is None:
             return self.res(
                 f,
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 [
                     "sensitive paths touched ("
                     + ", ".join(sp.name for sp, _ in hits)
@@ -126,7 +151,7 @@ class SensitivePathApproval(ChangeControl):
             members, source, ev = members_at(sp.team, ctx, c.merged_at)
             evidence.extend(ev)
             if members is None:
-                outcomes.append(Outcome.INDETERMINATE)
+                outcomes.append(INDETERMINATE)
                 reasons.append(f"{sp.name} ({shown}): {source}")
                 continue
             ok = sorted({a.name for a in counted if a.review.reviewer.keys() & members})
@@ -143,11 +168,11 @@ class SensitivePathApproval(ChangeControl):
             )
             if not_counted:
                 line += "; not counted: " + ", ".join(not_counted)
-            outcomes.append(Outcome.PASS if len(ok) >= sp.approvals else Outcome.FAIL)
+            outcomes.append(PASS if len(ok) >= sp.approvals else FAIL)
             reasons.append(line)
         result = worst(outcomes)
-        if truncated and result is Outcome.PASS:
-            result = Outcome.INDETERMINATE
+        if truncated and result is PASS:
+            result = INDETERMINATE
             reasons.append(
                 f"only {len(c.files or ())} of {c.files_total} changed files were collected: "
                 "other sensitive classes may be touched"

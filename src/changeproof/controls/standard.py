@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from changeproof.controls.base import Context
-from changeproof.controls.facts import ChangeFacts, is_web_flow
+from changeproof.controls.facts import ChangeFacts, classes_of, is_web_flow
 from changeproof.evidence import Actor, Change
 from changeproof.outcomes import Outcome
-from changeproof.settings import Promotion, Settings, StandardChange, path_matches
+from changeproof.settings import Promotion, Settings, StandardChange
 
 INDEX_KEY = "promotion_index"
 
@@ -97,14 +97,17 @@ def _allowed(actor: Actor, policy: StandardChange, settings: Settings) -> bool:
 def standard_change(f: ChangeFacts, ctx: Context) -> tuple[Outcome, list[str]] | None:
     """(PASS, reasons) when a standard-change policy covers the change; (FAIL, why not) when a
     policy's paths matched but it does not qualify; None when no policy is relevant."""
-    from changeproof.controls.testing import judge_checks
+    from changeproof.controls.testing import checks_verdict
 
     c = f.change
     if not ctx.settings.standard_changes or f.paths is None or not f.paths:
         return None
+    prep, bits, _ = classes_of(f, ctx.settings)
+    assert bits is not None
     why_not: list[str] = []
-    for policy in ctx.settings.standard_changes:
-        if not all(path_matches(p, policy.paths) for p in f.paths):
+    for j, policy in enumerate(ctx.settings.standard_changes):
+        bit = 1 << (prep.standard_shift + j)
+        if not all(b & bit for b in bits):  # every path is one of the policy's
             continue
         people = contributors(c, ctx.settings)
         if not c.commits:
@@ -117,7 +120,7 @@ def standard_change(f: ChangeFacts, ctx: Context) -> tuple[Outcome, list[str]] |
                 f"{', '.join(humans)} make it a normal change"
             )
             continue
-        checks = judge_checks(c, ctx)
+        checks = checks_verdict(f, ctx)
         if checks.outcome is not Outcome.PASS:
             why_not.append(
                 f"standard change '{policy.name}' needs its required checks to pass: "

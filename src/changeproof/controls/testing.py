@@ -10,18 +10,15 @@ landed the change, and only when it completed at or before the merge.
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import re
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from changeproof.controls.base import Context
-from changeproof.controls.config import in_force
-from changeproof.controls.facts import ChangeFacts
+from changeproof.controls.config import effective, in_force
+from changeproof.controls.facts import ChangeFacts, shared
+from changeproof.controls.prepared import prepared
 from changeproof.controls.review import ChangeControl
-from changeproof.evidence import Change, CheckResult
-from changeproof.outcomes import Outcome, Result
+from changeproof.evidence import Change, CheckResult, ProtectionSnapshot
+from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, PASS, Outcome, Result
 
 # Conclusions of a run that executed (a failing scanner still scanned); "skipped" did not.
 RAN = frozenset({"success", "failure", "neutral", "action_required"})
@@ -39,23 +36,38 @@ def _shas(c: Change) -> tuple[str, ...]:
     return (head, c.merge_queue_sha) if c.merge_queue_sha else (head,)
 
 
-def required_checks(
-    c: Change, ctx: Context
-) -> tuple[tuple[tuple[str, str | None], ...] | None, str, tuple[str, ...]]:
-    """(required (name, app) pairs or None when unknown, where they came from, evidence)."""
-    from changeproof.controls.config import effective
+Required = tuple[tuple[tuple[str, str | None], ...] | None, str, tuple[str, ...]]
 
-    found = in_force(ctx.protections.get((c.repo, c.branch), ()), c.merged_at)
-    if found is not None:
-        dig, snap = found
-        if not snap.readable:
-            return None, "the protection in force at merge could not be read", (dig,)
-        eff = effective(snap)
-        return (
-            eff.required_checks,
+# id(snapshot) → (snapshot, its digest, what required_checks says under it): every change
+# merged under one protection version asks the same question (keyed by identity, checked)
+_BY_SNAPSHOT: dict[int, tuple[ProtectionSnapshot, str, Required]] = {}
+
+
+def _under_snapshot(dig: str, snap: ProtectionSnapshot) -> Required:
+    hit = _BY_SNAPSHOT.get(id(snap))
+    if hit is not None and hit[0] is snap and hit[1] == dig:
+        return hit[2]
+    out: Required
+    if not snap.readable:
+        out = (None, "the protection in force at merge could not be read", (dig,))
+    else:
+        out = (
+            effective(snap).required_checks,
             f"protection observed {snap.provenance.occurred_at.isoformat()}",
             (dig,),
         )
+    if len(_BY_SNAPSHOT) >= 4096:
+        _BY_SNAPSHOT.clear()
+    _BY_SNAPSHOT[id(snap)] = (snap, dig, out)
+    return out
+
+
+def required_checks(c: Change, ctx: Context) -> Required:
+    """(required (name, app) pairs or None when unknown, where they came from, evidence)."""
+    snaps = ctx.protections.get((c.repo, c.branch))
+    found = in_force(snaps, c.merged_at) if snaps else None
+    if found is not None:
+        return _under_snapshot(*found)
     if ctx.settings.testing.required_checks:
         return (
             tuple((n, None) for n in ctx.settings.testing.required_checks),
@@ -70,20 +82,21 @@ def judge_checks(c: Change, ctx: Context) -> ChecksVerdict:
     req, source, ev = required_checks(c, ctx)
     if req is None:
         return ChecksVerdict(
-            Outcome.INDETERMINATE, (f"which checks were required is unknown: {source}",), ev
+            INDETERMINATE, (f"which checks were required is unknown: {source}",), ev
         )
     if c.checks is None:
         return ChecksVerdict(
-            Outcome.INDETERMINATE, ("no check evidence was collected for this change",), ev
+            INDETERMINATE, ("no check evidence was collected for this change",), ev
         )
     if not req:
         return ChecksVerdict(
-            Outcome.FAIL,
+            FAIL,
             (f"no checks were required at merge ({source}): nothing shows the change was tested",),
             ev,
         )
     shas = _shas(c)
-    allowed = set(ctx.settings.testing.allowed_conclusions)
+    allowed = prepared(ctx.settings).allowed_conclusions
+    merged_at = c.merged_at
     runs_by_name: dict[str, list[CheckResult]] = {}
     for r in c.checks:
         if r.commit_sha in shas:
@@ -94,33 +107,42 @@ def judge_checks(c: Change, ctx: Context) -> ChecksVerdict:
         runs = runs_by_name.get(name, [])
         if app is not None:
             wrong = [r for r in runs if (r.app or r.creator) != app]
-            runs = [r for r in runs if (r.app or r.creator) == app]
-            if not runs and wrong:
-                bad.append(
-                    f"{name}: only runs from {', '.join(sorted({str(r.app or r.creator) for r in wrong}))}, "
-                    f"but the protection binds it to {app}"
-                )
-                continue
+            if wrong:
+                runs = [r for r in runs if (r.app or r.creator) == app]
+                if not runs:
+                    bad.append(
+                        f"{name}: only runs from {', '.join(sorted({str(r.app or r.creator) for r in wrong}))}, "
+                        f"but the protection binds it to {app}"
+                    )
+                    continue
         if not runs:
             bad.append(f"{name}: no run on the merged commit")
             continue
-        done = [r for r in runs if r.completed_at is not None and r.conclusion != "pending"]
-        before = [r for r in done if r.completed_at is not None and r.completed_at <= c.merged_at]
-        if not before:
+        # the run that completed last at or before the merge (the first such on a tie), and
+        # whether any completed at all
+        last: CheckResult | None = None
+        done = False
+        for r in runs:
+            at = r.completed_at
+            if at is None or r.conclusion == "pending":
+                continue
+            done = True
+            if at <= merged_at and (last is None or at > last.completed_at):  # type: ignore[operator]
+                last = r
+        if last is None:
             if done:
                 bad.append(f"{name}: completed only after the merge")
             else:
                 bad.append(f"{name}: still pending at merge")
             continue
-        last = max(before, key=lambda r: r.completed_at or c.merged_at)
         if last.conclusion not in allowed:
             bad.append(f"{name}: {last.conclusion} before the merge")
         else:
             good.append(f"{name} {last.conclusion}")
     if bad:
-        return ChecksVerdict(Outcome.FAIL, (*bad, f"required checks from {source}"), ev)
+        return ChecksVerdict(FAIL, (*bad, f"required checks from {source}"), ev)
     return ChecksVerdict(
-        Outcome.PASS,
+        PASS,
         (
             f"all {len(req)} required check(s) passed before merge: {', '.join(good)}",
             f"required checks from {source}",
@@ -129,28 +151,25 @@ def judge_checks(c: Change, ctx: Context) -> ChecksVerdict:
     )
 
 
+def checks_verdict(f: ChangeFacts, ctx: Context) -> ChecksVerdict:
+    """:func:`judge_checks` of the change, once per change and context (CM-TST-1 and a
+    standard change's CM-REV-1 path both ask)."""
+    memo = shared(f, ctx)
+    v: ChecksVerdict | None = memo.get("checks")
+    if v is None:
+        v = memo["checks"] = judge_checks(f.change, ctx)
+    return v
+
+
 class RequiredChecks(ChangeControl):
     id = "CM-TST-1"
 
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
         c = f.change
         if c.change_type == "initial":
-            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
-        v = judge_checks(c, ctx)
-        return self.result(
-            c.id, v.outcome, list(v.reasons), repo=c.repo, evidence=(digest, *v.evidence)
-        )
-
-
-def _matches(name: str, patterns: Sequence[str]) -> bool:
-    """Case-insensitive glob match of a check name (one compiled regex per pattern set)."""
-    return _check_globs(tuple(patterns))(name) is not None
-
-
-@functools.lru_cache(maxsize=256)
-def _check_globs(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
-    rx = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)"
-    return re.compile(rx, re.IGNORECASE).match
+            return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
+        v = checks_verdict(f, ctx)
+        return self.result(f.cid, v.outcome, v.reasons, repo=c.repo, evidence=(digest, *v.evidence))
 
 
 class SecurityTesting(ChangeControl):
@@ -159,20 +178,13 @@ class SecurityTesting(ChangeControl):
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
         c = f.change
         if c.change_type == "initial":
-            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
-        t = ctx.settings.testing
-        classes = [
-            (label, pats)
-            for label, pats in (
-                ("dependency scanning", t.dependency_scanning_checks),
-                ("SAST", t.sast_checks),
-            )
-            if pats
-        ]
+            return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
+        prep = prepared(ctx.settings)
+        classes = prep.security
         if not classes:
             return self.res(
                 f,
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 [
                     "no security testing checks are configured "
                     "(testing.dependency_scanning_checks, testing.sast_checks), so nothing shows "
@@ -183,7 +195,7 @@ class SecurityTesting(ChangeControl):
         if c.checks is None:
             return self.res(
                 f,
-                Outcome.INDETERMINATE,
+                INDETERMINATE,
                 ["no check evidence was collected for this change"],
                 digest,
             )
@@ -191,8 +203,10 @@ class SecurityTesting(ChangeControl):
         ok: list[str] = []
         bad: list[str] = []
         notes: list[str] = []
-        for label, pats in classes:
-            runs = [r for r in c.checks if r.commit_sha in shas and _matches(r.name, pats)]
+        # each check on the merged commit with the security classes its name matches
+        on_head = [(r, prep.security_bits(r.name)) for r in c.checks if r.commit_sha in shas]
+        for i, (label, pats) in enumerate(classes):
+            runs = [r for r, bits in on_head if bits >> i & 1]
             ran = [
                 r
                 for r in runs
@@ -218,5 +232,5 @@ class SecurityTesting(ChangeControl):
             else:
                 bad.append(f"{label}: no run of {', '.join(pats)} on the merged commit")
         if bad:
-            return self.res(f, Outcome.FAIL, [*bad, *ok], digest)
-        return self.res(f, Outcome.PASS, [f"security testing ran: {'; '.join(ok)}", *notes], digest)
+            return self.res(f, FAIL, [*bad, *ok], digest)
+        return self.res(f, PASS, [f"security testing ran: {'; '.join(ok)}", *notes], digest)

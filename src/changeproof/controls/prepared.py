@@ -1,0 +1,130 @@
+"""What the change controls derive from the settings, derived once per settings object.
+
+The check asks the same questions of the settings for every change — is this path in a
+sensitive class, an infrastructure class, a standard change's paths; is this login a bot;
+is this check a security scanner — and the answers depend only on the (frozen) settings and
+the asked value. :func:`prepared` builds one :class:`Prepared` per settings object and
+memoises the answers by value (paths, logins and check names recur from change to change).
+Every answer is computed by the same function the controls would call directly
+(:func:`~changeproof.settings.path_matches`, :meth:`~changeproof.settings.Settings.is_not_human`,
+:func:`changeproof.controls.testing` glob matching), so the memo can only repeat them.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import re
+from collections.abc import Callable
+
+from changeproof.settings import Settings, lowered_names, path_matches
+
+_MEMO_MAX = 200_000  # entries per memo before it starts over (bounded memory on huge stores)
+
+
+@functools.lru_cache(maxsize=256)
+def check_globs(patterns: tuple[str, ...]) -> Callable[[str], re.Match[str] | None]:
+    """Case-insensitive glob match of a check name: one compiled regex per pattern set."""
+    rx = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns) or "(?!)"
+    return re.compile(rx, re.IGNORECASE).match
+
+
+class Prepared:
+    """Lookups over one :class:`Settings` object (see the module docstring).
+
+    Path classes are bits of one int per path: bit ``i`` for sensitive class ``i``, then
+    IaC, IAM and migrations (``iac_shift`` + 0, 1, 2), then standard-change policy ``j``
+    (``standard_shift`` + j).
+    """
+
+    __slots__ = (
+        "_checks",
+        "_classes",
+        "_not_human",
+        "_paths",
+        "allowed_conclusions",
+        "iac_mask",
+        "iac_shift",
+        "security",
+        "sensitive_mask",
+        "settings",
+        "standard_shift",
+        "web_flow",
+    )
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.web_flow = lowered_names(settings.identities.web_flow_committers)
+        inf = settings.infrastructure
+        classes: list[tuple[str, ...]] = [sp.patterns for sp in settings.sensitive_paths]
+        self.sensitive_mask = (1 << len(classes)) - 1
+        self.iac_shift = len(classes)
+        self.iac_mask = 0b111 << self.iac_shift
+        classes += [inf.iac_paths, inf.iam_paths, inf.migration_paths]
+        self.standard_shift = len(classes)
+        classes += [sc.paths for sc in settings.standard_changes]
+        self._classes = tuple(classes)
+        t = settings.testing
+        # CM-TST-2's classes of security testing, in the order its reasons list them
+        self.security: tuple[tuple[str, tuple[str, ...]], ...] = tuple(
+            (label, pats)
+            for label, pats in (
+                ("dependency scanning", t.dependency_scanning_checks),
+                ("SAST", t.sast_checks),
+            )
+            if pats
+        )
+        self.allowed_conclusions = frozenset(t.allowed_conclusions)
+        self._paths: dict[str, int] = {}
+        self._not_human: dict[tuple[str | None, str], bool] = {}
+        self._checks: dict[str, int] = {}
+
+    def path_bits(self, path: str) -> int:
+        bits = self._paths.get(path)
+        if bits is None:
+            if len(self._paths) >= _MEMO_MAX:
+                self._paths.clear()
+            bits = 0
+            for i, pats in enumerate(self._classes):
+                if path_matches(path, pats):
+                    bits |= 1 << i
+            self._paths[path] = bits
+        return bits
+
+    def not_human(self, login: str | None, actor_type: str) -> bool:
+        key = (login, actor_type)
+        hit = self._not_human.get(key)
+        if hit is None:
+            if len(self._not_human) >= _MEMO_MAX:
+                self._not_human.clear()
+            hit = self._not_human[key] = self.settings.is_not_human(login, actor_type)
+        return hit
+
+    def security_bits(self, check_name: str) -> int:
+        """Bit ``i`` set when the check name matches :attr:`security` class ``i``."""
+        bits = self._checks.get(check_name)
+        if bits is None:
+            if len(self._checks) >= _MEMO_MAX:
+                self._checks.clear()
+            bits = 0
+            for i, (_, pats) in enumerate(self.security):
+                if check_globs(pats)(check_name) is not None:
+                    bits |= 1 << i
+            self._checks[check_name] = bits
+        return bits
+
+
+# id(settings) → (settings, prepared): keyed by identity and checked (the entry keeps the
+# settings alive, so its id cannot be reused while cached); a new settings object is new.
+_PREPARED: dict[int, tuple[Settings, Prepared]] = {}
+
+
+def prepared(settings: Settings) -> Prepared:
+    hit = _PREPARED.get(id(settings))
+    if hit is not None and hit[0] is settings:
+        return hit[1]
+    if len(_PREPARED) >= 16:
+        _PREPARED.clear()
+    p = Prepared(settings)
+    _PREPARED[id(settings)] = (settings, p)
+    return p
