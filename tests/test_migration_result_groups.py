@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import msgspec
+import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -119,3 +120,20 @@ def test_a_check_after_the_migration_stores_groups(workspace: Workspace, store: 
     with store.connect() as conn:
         n = conn.execute(sa.select(sa.func.sum(schema.result_groups.c.n))).scalar()
     assert n == len(results)
+
+
+def test_postgresql_compresses_bodies_with_lz4(store: Store) -> None:
+    if store.dialect != "postgresql":
+        pytest.skip("a PostgreSQL storage setting")
+    with store.connect() as conn:
+        got = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT c.relname, a.attcompression FROM pg_attribute a"
+                    " JOIN pg_class c ON c.oid = a.attrelid"
+                    " WHERE a.attname = 'body' AND c.relname IN ('result_groups', 'evidence')"
+                    " AND c.relnamespace = current_schema()::regnamespace"
+                )
+            ).all()
+        )
+    assert got == {"result_groups": "l", "evidence": "l"}

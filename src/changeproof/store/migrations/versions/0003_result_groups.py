@@ -87,11 +87,26 @@ def _old_groups(conn: sa.Connection, old: sa.Table) -> Iterator[dict[str, Any]]:
         yield _group(run)
 
 
+def _lz4(conn: sa.Connection, *tables: str) -> None:
+    """PostgreSQL 14+: compress large bodies with lz4 where the server was built with it (a
+    fraction of the default pglz's CPU to write and to read; it applies to rows written from
+    now on). Elsewhere nothing changes."""
+    if conn.dialect.name != "postgresql" or (conn.dialect.server_version_info or (0,)) < (14,):
+        return
+    for table in tables:
+        try:
+            with conn.begin_nested():
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN body SET COMPRESSION lz4")
+        except sa.exc.DBAPIError:
+            return  # a server without lz4 support keeps pglz
+
+
 def upgrade() -> None:
     groups = _groups_table()
     groups.create(op.get_bind())
     op.create_index("ix_result_groups_run_subject", "result_groups", ["run_id", "subject"])
     conn = op.get_bind()
+    _lz4(conn, "result_groups", "evidence")
     batch: list[dict[str, Any]] = []
     for g in _old_groups(conn, _results_table()):
         batch.append(g)
