@@ -57,10 +57,13 @@ def main() -> None:
     ap.add_argument("--findings", type=int, default=1_000_000)
     ap.add_argument("--files-per-command", type=int, default=50)
     ap.add_argument("--workers", type=int, default=0, help="Parser processes (0: in-process).")
+    ap.add_argument("--in-flight", type=int, default=None, help="Files queued per parser process.")
     ap.add_argument("--keep", type=Path, help="Keep the workspace here.")
     args = ap.parse_args()
 
-    blobs = [(s, p.name, p.read_bytes()) for s, p in FILES]
+    # with workers, jobs name the files (the workers read them, as `changeproof ingest`'s
+    # do); in-process, the bytes are read once here and handed over (as before)
+    blobs = [(s, str(p), None if args.workers > 0 else p.read_bytes()) for s, p in FILES]
     settings = Settings()
     home = args.keep or Path(tempfile.mkdtemp(prefix="cp-bench-ingest-"))
     home.mkdir(parents=True, exist_ok=True)
@@ -73,7 +76,7 @@ def main() -> None:
     rss_samples: list[tuple[int, float]] = []
     start = time.perf_counter()
     cpu0 = time.process_time()
-    pool = ParsePool(args.workers) if args.workers > 0 else None
+    pool = ParsePool(args.workers, in_flight=args.in_flight) if args.workers > 0 else None
     i = 0
 
     def jobs() -> Iterator[ParseJob]:

@@ -13,6 +13,7 @@ import functools
 import gc
 import hashlib
 import operator
+import sys
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -140,6 +141,23 @@ def write_parsed(
     partial: bool,
     now: datetime,
 ) -> FileResult:
+    scan, batches, res = scan_records(scanner, ctx, parsed, partial=partial, now=now)
+    w.put(scan)
+    for b in batches:
+        w.put(b)
+    return res
+
+
+def scan_records(
+    scanner: str,
+    ctx: ParseContext,
+    parsed: ParsedScan,
+    *,
+    partial: bool,
+    now: datetime,
+) -> tuple[Scan, list[ScanFindings], FileResult]:
+    """The records one parsed file is stored as (its scan, then its finding batches in
+    order) and the file's result."""
     raw = ctx.raw_sha256
     is_partial = partial or parsed.partial
     scan = Scan(
@@ -165,42 +183,46 @@ def write_parsed(
             raw_sha256=raw,
         ),
     )
-    w.put(scan)
     tiers = dict(Counter(map(_tier_of, parsed.findings)))  # (first-seen order, as a dict)
     # findings go in batches: one row per BATCH findings, not one per finding
-    for part, i in enumerate(range(0, len(parsed.findings), BATCH)):
-        w.put(
-            ScanFindings(
-                id=f"{ctx.scan_id}/{part}",
-                repo=ctx.repo,
-                scan_id=ctx.scan_id,
-                part=part,
-                findings=tuple(parsed.findings[i : i + BATCH]),
-                provenance=scan.provenance,
-            )
+    batches = [
+        ScanFindings(
+            id=f"{ctx.scan_id}/{part}",
+            repo=ctx.repo,
+            scan_id=ctx.scan_id,
+            part=part,
+            findings=tuple(parsed.findings[i : i + BATCH]),
+            provenance=scan.provenance,
         )
-    return FileResult(
-        file=ctx.file,
-        scan_id=ctx.scan_id,
-        scanner=scanner,
-        tool=parsed.tool,
-        format=parsed.format,
-        scanned_at=parsed.scanned_at,
-        scanned_at_source=parsed.scanned_at_source,
-        findings=len(parsed.findings),
-        partial=is_partial,
-        by_tier=tiers,
-        notes=list(parsed.notes),
+        for part, i in enumerate(range(0, len(parsed.findings), BATCH))
+    ]
+    return (
+        scan,
+        batches,
+        FileResult(
+            file=ctx.file,
+            scan_id=ctx.scan_id,
+            scanner=scanner,
+            tool=parsed.tool,
+            format=parsed.format,
+            scanned_at=parsed.scanned_at,
+            scanned_at_source=parsed.scanned_at_source,
+            findings=len(parsed.findings),
+            partial=is_partial,
+            by_tier=tiers,
+            notes=list(parsed.notes),
+        ),
     )
 
 
 @dataclass(frozen=True)
 class ParseJob:
-    """One file to ingest: which scanner wrote it, its name and bytes, and for what."""
+    """One file to ingest: which scanner wrote it, its name and bytes, and for what.
+    ``data`` None: ``file`` is a path, read in its turn (by a parser process, if any)."""
 
     scanner: str
     file: str
-    data: bytes
+    data: bytes | None
     repo: str
     scanned_at: datetime | None = None
     target: str | None = None
@@ -234,9 +256,9 @@ def ingest_jobs(
     """Ingest files in order into the caller's unit of work (all or nothing: the first bad
     file raises, and the caller's transaction keeps nothing). ``jobs`` may raise (an
     unreadable file) in its turn. ``workers``: parser processes (changeproof.vuln.pool); 0,
-    the default, parses in this process."""
+    the default, parses in this process (as it does where the pool is not supported)."""
     out: list[FileResult] = []
-    if workers > 0:
+    if workers > 0 and sys.platform == "linux":
         from changeproof.vuln.pool import ParsePool
 
         with ParsePool(workers) as pool, _fewer_gc_passes():
@@ -252,7 +274,7 @@ def ingest_jobs(
             res = ingest_bytes(
                 w,
                 job.scanner,
-                job.data,
+                read_file(Path(job.file)) if job.data is None else job.data,
                 file=job.file,
                 repo=job.repo,
                 now=now,
@@ -279,12 +301,18 @@ def ingest_files(
     partial: bool = False,
     target: str | None = None,
     on_file: Callable[[FileResult], None] | None = None,
-    workers: int = 0,
+    workers: int | None = None,
 ) -> list[FileResult]:
-    """Ingest ``files`` in order (see :func:`ingest_jobs`); each is read in its turn."""
+    """Ingest ``files`` in order (see :func:`ingest_jobs`); each is read in its turn.
+    ``workers`` None: parser processes when the input is large enough to gain from them
+    (:func:`changeproof.vuln.pool.auto_workers`), else in-process."""
+    if workers is None:
+        from changeproof.vuln.pool import auto_workers
+
+        workers = auto_workers(files)
     return ingest_jobs(
         w,
-        (ParseJob(scanner, str(p), read_file(p), repo, scanned_at, target, partial) for p in files),
+        (ParseJob(scanner, str(p), None, repo, scanned_at, target, partial) for p in files),
         now=now,
         settings=settings,
         on_file=on_file,

@@ -1,18 +1,21 @@
 """Parse scanner files in worker processes while the calling process writes.
 
-Parsing (hashing, JSON decoding and mapping findings) is most of an ingest's CPU time and
-needs no database, so worker processes parse while the parent writes what they return into
-its one ``store.writer`` transaction. All or nothing is kept: results are written in file
-order and the first bad file raises in the parent before anything after it is written, so the
-caller's transaction rolls everything back. Memory stays flat: each worker holds at most one
-file being parsed and one waiting.
+A worker does all of a file's work that needs no database: it reads the file itself (only
+the path crosses to it), hashes it for the locker, parses it, builds the scan and finding
+batch records and encodes them into the evidence table's rows (:func:`evidence_row`: the
+very bytes and digests :meth:`Writer.put` would store). The parent receives those rows and
+the file's bytes (the ones the worker hashed, so the locker keeps exactly what was parsed)
+and only writes them into its one ``store.writer`` transaction: an ingest's CPU then splits
+into ≈ two thirds in the workers and one third (SQLite) in the parent.
 
-Each worker is a plain process with its own pipe (no executor machinery: with
-``ProcessPoolExecutor`` the parent spent as much CPU shipping work as parsing it in-process
-would have). A job is a small msgspec header plus the raw bytes; a result comes back as one
-JSON document (JSON keeps timestamps' offsets exactly, so what is stored is byte for byte what
-in-process parsing stores) and is decoded into
-:class:`~changeproof.evidence.FindingObservation` again, which re-runs its validation.
+All or nothing is kept: answers are written in file order and the first bad file (unreadable,
+wrong scanner, truncated …) raises in the parent before anything after it is written, so the
+caller's transaction rolls everything back. Memory stays flat: each worker holds one file
+being parsed and at most ``in_flight`` answers waiting.
+
+Workers are forked where the platform allows it (Linux: a few milliseconds, nothing to
+import), else started from a fork server; they close the parent's ends of every pipe, ignore
+Ctrl-C (the parent stops them) and exit when the parent's pipe closes, so none outlives it.
 """
 
 from __future__ import annotations
@@ -20,126 +23,236 @@ from __future__ import annotations
 import contextlib
 import gc
 import multiprocessing
+import os
 import pickle
+import select
+import signal
+import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from changeproof.errors import ChangeproofError
-from changeproof.evidence import FindingObservation, SeverityTier
+from changeproof.errors import ChangeproofError, SourceError
+from changeproof.evidence import SeverityTier
 from changeproof.settings import Settings
-from changeproof.store import Writer
+from changeproof.store import Writer, evidence_row
 from changeproof.vuln.ingest import (
     GC_GEN0_THRESHOLD,
     FileResult,
     ParseJob,
     parse_bytes,
-    write_parsed,
+    read_file,
+    scan_records,
 )
-from changeproof.vuln.parsers import ParseContext, ParsedScan
 
-__all__ = ["ParseJob", "ParsePool"]
+__all__ = ["ParseJob", "ParsePool", "auto_workers"]
+
+# the evidence table's columns, in the order a worker sends each row
+_ROW = (
+    "kind",
+    "key",
+    "repo",
+    "subject",
+    "occurred_us",
+    "collected_us",
+    "digest",
+    "raw_sha256",
+    "body",
+)
+
+# `changeproof ingest` starts workers for at least this many bytes of input (below it the
+# pool's start-up and hand-offs are not paid back) …
+AUTO_MIN_BYTES = 16 << 20
+# … and at most this many: the parent's share (SQLite) is about half a worker's
+AUTO_MAX_WORKERS = 3
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a container's cpuset)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers(files: Sequence[Path], *, cpus: int | None = None) -> int:
+    """How many parser processes to use for ``files``: 0 (parse in-process) for one file,
+    little input, one usable CPU, or a platform other than Linux (where workers are forked)."""
+    if len(files) < 2 or sys.platform != "linux":
+        return 0
+    if cpus is None:
+        cpus = usable_cpus()
+    if cpus < 2:
+        return 0
+    total = 0
+    for f in files:
+        with contextlib.suppress(OSError):  # an unreadable file fails in its turn
+            total += f.stat().st_size
+    if total < AUTO_MIN_BYTES:
+        return 0
+    return min(cpus, AUTO_MAX_WORKERS)
 
 
 class _Job(msgspec.Struct, array_like=True):
     scanner: str
     file: str
+    read: bool  # True: the worker reads ``file``; False: the bytes follow the header
     repo: str
-    scanned_at: datetime | None
+    scanned_at: str | None  # (ISO strings: msgpack's timestamps would drop the offsets)
     target: str | None
-    now: datetime
+    partial: bool
+    now: str
     unscored: SeverityTier
 
 
-class _Parsed(msgspec.Struct, array_like=True):
-    """What a worker hands back: the parse context's identity and the parsed scan."""
+class _Answer(msgspec.Struct, array_like=True):
+    """A parsed file: its result, its evidence rows (in ``_ROW`` order) and, when the worker
+    read the file, the size of the bytes that follow."""
 
     raw_sha256: str
     scan_id: str
     tool: str
-    tool_version: str | None
     format: str
-    scanned_at: datetime
+    scanned_at: str
     scanned_at_source: str
-    findings: tuple[FindingObservation, ...]
-    targets: tuple[str, ...]
-    coverage: tuple[tuple[str, str, str], ...]
-    skipped: tuple[str, ...]
-    notes: list[str]
+    findings: int
     partial: bool
+    by_tier: dict[str, int]
+    notes: list[str]
+    rows: list[tuple[Any, ...]]
     cpu_s: float  # the worker's CPU time so far
+    sends_bytes: bool
 
 
 _STOP = b""
 
 
-def _worker(conn: Connection, out: Connection) -> None:
-    """A parser process: read (header, bytes) jobs until the stop message; answer each with
-    b"ok" + JSON, or b"er" + a pickled (error class, what, expected, hint) / exception."""
+def _write(fd: int, *parts: bytes) -> None:
+    """One frame: 8 bytes of length, then ``parts`` (written as they are, not joined)."""
+    bufs = [sum(map(len, parts)).to_bytes(8, "little"), *parts]
+    views = [memoryview(b) for b in bufs if len(b)]
+    while views:
+        n = os.writev(fd, views)
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if n:
+            views[0] = views[0][n:]
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    # a whole frame is usually in the pipe already: one read, and its bytes are the frame's
+    first = os.read(fd, n)
+    if len(first) == n:
+        return first
+    if not first:
+        raise EOFError
+    chunks, got = [first], len(first)
+    while got < n:
+        chunk = os.read(fd, n - got)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def _read(fd: int) -> bytes:
+    return _read_exact(fd, int.from_bytes(_read_exact(fd, 8), "little"))
+
+
+def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...]) -> None:
+    """A parser process: read jobs until the stop message (or the parent's end closes);
+    answer each with b"ok" + an _Answer (+ a frame of the file's bytes), or b"er" + a pickled
+    (error class, what, expected, hint) / exception."""
+    for fd in inherited:  # the parent's ends of all pipes, inherited through fork
+        os.close(fd)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    gc.freeze()  # what fork handed over is never scanned (nor copied page by page)
     gc.set_threshold(max(gc.get_threshold()[0], GC_GEN0_THRESHOLD))  # this process parses only
+    _keep_freed_memory()
     jobs = msgspec.msgpack.Decoder(_Job)
-    enc = msgspec.json.Encoder()
+    enc = msgspec.msgpack.Encoder()
     settings_by_tier: dict[str, Settings] = {}
-    while True:
-        try:
-            head = conn.recv_bytes()
-        except EOFError:
-            return
-        if head == _STOP:
-            return
-        data = conn.recv_bytes()
-        job = jobs.decode(head)
-        settings = settings_by_tier.get(job.unscored)
-        if settings is None:
-            settings = settings_by_tier[job.unscored] = _settings_for(job.unscored)
-        try:
-            ctx, parsed = parse_bytes(
-                job.scanner,
-                data,
-                file=job.file,
-                repo=job.repo,
-                now=job.now,
-                settings=settings,
-                scanned_at=job.scanned_at,
-                target=job.target,
-            )
-        except ChangeproofError as exc:
-            # sent back as parts: an error class with keyword-only arguments does not unpickle
-            out.send_bytes(b"er" + pickle.dumps((type(exc), exc.what, exc.expected, exc.hint)))
-            continue
-        except Exception as exc:  # a bug: re-raised in the parent as it is
+    with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
+        while True:
+            head = _read(jobs_fd)
+            if head == _STOP:
+                return
+            job = jobs.decode(head)
+            data = b"" if job.read else _read(jobs_fd)
+            settings = settings_by_tier.get(job.unscored)
+            if settings is None:
+                settings = settings_by_tier[job.unscored] = _settings_for(job.unscored)
             try:
-                body = pickle.dumps(exc)
-            except Exception:
-                body = pickle.dumps(RuntimeError(f"parser process failed: {exc!r}"))
-            out.send_bytes(b"er" + body)
-            continue
-        out.send_bytes(
-            b"ok"
-            + enc.encode(
-                _Parsed(
-                    raw_sha256=ctx.raw_sha256,
-                    scan_id=ctx.scan_id,
-                    tool=parsed.tool,
-                    tool_version=parsed.tool_version,
-                    format=parsed.format,
-                    scanned_at=parsed.scanned_at,
-                    scanned_at_source=parsed.scanned_at_source,
-                    findings=tuple(parsed.findings),
-                    targets=parsed.targets,
-                    coverage=parsed.coverage,
-                    skipped=parsed.skipped,
-                    notes=parsed.notes,
-                    partial=parsed.partial,
-                    cpu_s=time.process_time(),
+                if job.read:
+                    data = read_file(Path(job.file))
+                now = datetime.fromisoformat(job.now)
+                ctx, parsed = parse_bytes(
+                    job.scanner,
+                    data,
+                    file=job.file,
+                    repo=job.repo,
+                    now=now,
+                    settings=settings,
+                    scanned_at=datetime.fromisoformat(job.scanned_at) if job.scanned_at else None,
+                    target=job.target,
                 )
+                scan, batches, res = scan_records(
+                    job.scanner, ctx, parsed, partial=job.partial, now=now
+                )
+                rows = [tuple(evidence_row(r).values()) for r in (scan, *batches)]
+            except ChangeproofError as exc:
+                # sent back as parts: an error class with keyword-only arguments does not
+                # unpickle
+                _write(out_fd, b"er", pickle.dumps((type(exc), exc.what, exc.expected, exc.hint)))
+                continue
+            except Exception as exc:  # a bug: re-raised in the parent as it is
+                try:
+                    body = pickle.dumps(exc)
+                except Exception:
+                    body = pickle.dumps(RuntimeError(f"parser process failed: {exc!r}"))
+                _write(out_fd, b"er", body)
+                continue
+            answer = _Answer(
+                raw_sha256=ctx.raw_sha256,
+                scan_id=res.scan_id,
+                tool=res.tool,
+                format=res.format,
+                scanned_at=res.scanned_at.isoformat(),
+                scanned_at_source=res.scanned_at_source,
+                findings=res.findings,
+                partial=res.partial,
+                by_tier=res.by_tier,
+                notes=res.notes,
+                rows=rows,
+                cpu_s=time.process_time(),
+                sends_bytes=job.read,
             )
-        )
+            _write(out_fd, b"ok", enc.encode(answer))
+            if job.read:
+                _write(out_fd, data)
+            del data, ctx, parsed, scan, batches, res, rows, answer
+
+
+def _keep_freed_memory() -> None:
+    """Let this process's malloc reuse freed large blocks (glibc). Every file's bytes are a
+    fresh allocation of up to megabytes; by default those come from a new mapping whose pages
+    the kernel zeroes and faults in one by one (≈ 2.5 µs per finding of the corpus mix)."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 
 
 def _settings_for(unscored: str) -> Settings:
@@ -151,60 +264,97 @@ def _settings_for(unscored: str) -> Settings:
     )
 
 
-def _widen(conn: Connection) -> None:
-    """Let one pipe hold a whole scanner file (Linux): a 500 KB file then crosses in one write
-    instead of eight 64 KB hand-offs between the two processes."""
-    with contextlib.suppress(ImportError, OSError, AttributeError):
-        import fcntl
-
-        fcntl.fcntl(conn.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
-
-
 _PIPE_BYTES = 1 << 20  # Linux's default limit for an unprivileged pipe
 
 
+def _pipe() -> tuple[int, int]:
+    """A pipe widened to hold a whole scanner file (Linux): a 500 KB file then crosses in
+    one write instead of eight 64 KB hand-offs between the two processes."""
+    r, w = os.pipe()
+    with contextlib.suppress(ImportError, OSError, AttributeError):
+        import fcntl
+
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+    return r, w
+
+
 class _Proc:
-    def __init__(self, ctx: Any) -> None:
-        jobs_r, self.jobs = ctx.Pipe(duplex=False)  # one-way pipes: their size can be raised
-        self.answers, answers_w = ctx.Pipe(duplex=False)
-        _widen(self.jobs)
-        _widen(self.answers)
-        self.process = ctx.Process(target=_worker, args=(jobs_r, answers_w), daemon=True)
-        self.process.start()
-        jobs_r.close()
-        answers_w.close()
-        self.pending: deque[ParseJob] = deque()  # sent, answer not yet read
+    def __init__(self, ctx: Any, parent_ends: list[int]) -> None:
+        jobs_r, self.jobs = _pipe()
+        self.answers, answers_w = _pipe()
+        parent_ends += [self.jobs, self.answers]
+        # the worker inherits the parent's ends of its own and the earlier workers' pipes
+        # and closes them, so each worker sees end-of-file once the parent is gone
+        self.process = ctx.Process(
+            target=_worker, args=(jobs_r, answers_w, tuple(parent_ends)), daemon=True
+        )
+        try:
+            self.process.start()
+        finally:
+            os.close(jobs_r)
+            os.close(answers_w)
+        self.pending: deque[ParseJob] = deque()  # sent, answer not yet written
+        self.ready: deque[tuple[bytes, bytes | None]] = deque()  # answers read, in order
         self.cpu_s = 0.0
+
+    def close(self) -> None:
+        for fd in (self.jobs, self.answers):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _load(p: _Proc) -> int:
+    return len(p.pending) - len(p.ready)
 
 
 class ParsePool:
     """A pool of parser processes; use as a context manager, one per command (or benchmark).
 
-    Workers start from a fork server (a clean process, not a fork of a parent that holds
-    database connections) on first use. ``in_flight``: files sent to each worker ahead of
-    the one being written (default 1: the worker parses the next file while this process
-    writes the last; more would block this process on a busy worker's pipe).
+    Workers are forked on first use (cheap: nothing to import; they touch none of the
+    parent's database connections and leave with ``os._exit``). Only where ``fork`` is safe
+    and available (Linux): elsewhere ``ingest_jobs`` parses in the calling process.
+    ``in_flight``: files handed to each worker ahead of the one being written (default 8:
+    the workers keep parsing while the parent waits for the disk at a commit).
     """
 
-    def __init__(self, workers: int = 2, *, in_flight: int | None = None) -> None:
+    def __init__(
+        self,
+        workers: int = 2,
+        *,
+        in_flight: int | None = None,
+        window: int | None = None,
+    ) -> None:
         self.workers = max(1, workers)
-        self.in_flight = max(1, in_flight or 1)
+        self.in_flight = max(1, in_flight or 4)
+        # files sent and not yet written: a worker that is done with its small files may run
+        # ahead of one parsing a large file by this much (answers wait in memory meanwhile)
+        self.window = max(self.in_flight * self.workers, window or 64)
         self._procs: list[_Proc] = []
         self._cpu_closed = 0.0  # CPU seconds of workers already stopped
         self.wait_s = 0.0  # wall seconds this process waited for answers
-        self._decoder = msgspec.json.Decoder(_Parsed)
+        self._decoder = msgspec.msgpack.Decoder(_Answer)
         self._header = msgspec.msgpack.Encoder()
 
     @property
     def worker_cpu_s(self) -> float:
-        """CPU seconds the parser processes have used (start-up included)."""
+        """CPU seconds the parser processes have used (to their last answer)."""
         return self._cpu_closed + sum(p.cpu_s for p in self._procs)
 
     def _pool(self) -> list[_Proc]:
         if not self._procs:
-            methods = multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-            self._procs = [_Proc(ctx) for _ in range(self.workers)]
+            _keep_freed_memory()  # (the answers' bytes: see there)
+            ctx = multiprocessing.get_context("fork")
+            ends: list[int] = []
+            try:
+                for _ in range(self.workers):
+                    self._procs.append(_Proc(ctx, ends))
+            except BaseException:
+                mine = {fd for p in self._procs for fd in (p.jobs, p.answers)}
+                for fd in set(ends) - mine:  # a worker that did not start
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+                self.close(abort=True)
+                raise
         return self._procs
 
     def close(self, *, abort: bool = False) -> None:
@@ -217,14 +367,13 @@ class ParsePool:
                 p.process.kill()
             else:
                 with contextlib.suppress(OSError):
-                    p.jobs.send_bytes(_STOP)
+                    _write(p.jobs, _STOP)
         for p in procs:
             p.process.join(timeout=None if abort else 5)
             if p.process.is_alive():
                 p.process.kill()
                 p.process.join()
-            p.jobs.close()
-            p.answers.close()
+            p.close()
 
     def __enter__(self) -> ParsePool:
         return self
@@ -232,76 +381,108 @@ class ParsePool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ingest(
-        self,
-        w: Writer,
-        scanner: str,
-        sources: Iterable[tuple[str, bytes]],
-        *,
-        repo: str,
-        now: datetime,
-        settings: Settings,
-        scanned_at: datetime | None = None,
-        partial: bool = False,
-        target: str | None = None,
-    ) -> Iterator[FileResult]:
-        """Ingest ``(file name, bytes)`` pairs of one scanner and repository in order (see
-        :meth:`ingest_jobs`)."""
-        return self.ingest_jobs(
-            w,
-            (
-                ParseJob(scanner, file, data, repo, scanned_at, target, partial)
-                for file, data in sources
-            ),
-            now=now,
-            settings=settings,
+    def _send(self, p: _Proc, job: ParseJob, now: str, unscored: SeverityTier) -> None:
+        head = _Job(
+            job.scanner,
+            job.file,
+            job.data is None,
+            job.repo,
+            job.scanned_at.isoformat() if job.scanned_at is not None else None,
+            job.target,
+            job.partial,
+            now,
+            unscored,
         )
-
-    def _send(self, p: _Proc, job: ParseJob, now: datetime, unscored: SeverityTier) -> None:
-        head = _Job(job.scanner, job.file, job.repo, job.scanned_at, job.target, now, unscored)
-        p.jobs.send_bytes(self._header.encode(head))
-        p.jobs.send_bytes(job.data)
+        _write(p.jobs, self._header.encode(head))
+        if job.data is not None:
+            _write(p.jobs, job.data)
         p.pending.append(job)
 
     def ingest_jobs(
         self, w: Writer, jobs: Iterable[ParseJob], *, now: datetime, settings: Settings
     ) -> Iterator[FileResult]:
         """Ingest files in order, yielding each file's result once its records are written.
-        The first bad file raises its error (an unreadable one, raised by ``jobs``, too); nothing
-        after it is written, and the caller's transaction rolls back the files before it."""
+        A job without ``data`` is read by the worker (its ``file`` is the path). The first
+        bad file raises its error (an unreadable one, raised by ``jobs``, too); nothing after
+        it is written, and the caller's transaction rolls back the files before it."""
         procs = self._pool()
         unscored = settings.patching.unscored_tier
+        now_iso = now.isoformat()
         it = iter(jobs)
         failed: ChangeproofError | None = None  # raised by ``jobs``: fails in its turn
+        held: ParseJob | None = None  # the next job, waiting for a worker
         order: deque[_Proc] = deque()  # which worker answers each file sent, in file order
-        nxt = 0  # round-robin: jobs go to workers in turn, so answers come back in order
+        by_fd = {p.answers: p for p in procs}
+        poller = select.poll()
+        for p in procs:
+            poller.register(p.answers, select.POLLIN)
 
-        def refill() -> None:
-            nonlocal failed, nxt
-            while failed is None and len(order) < self.in_flight * len(procs):
+        def next_job() -> ParseJob | None:
+            nonlocal failed, held
+            job, held = held, None
+            if job is None and failed is None:
                 try:
                     job = next(it, None)
                 except ChangeproofError as exc:
                     failed = exc
+            return job
+
+        def refill() -> None:
+            nonlocal held
+            while len(order) < self.window:
+                # the least busy worker: files differ a hundredfold in size
+                p = min(procs, key=_load)
+                if _load(p) >= self.in_flight:
                     return
+                job = next_job()
                 if job is None:
                     return
-                p = procs[nxt]
-                nxt = (nxt + 1) % len(procs)
-                self._send(p, job, now, unscored)
+                if job.data is not None and p.pending:
+                    # bytes go to a worker only once it has answered everything: a large
+                    # answer and a large job could otherwise each wait for the other's pipe
+                    held = job
+                    return
+                self._send(p, job, now_iso, unscored)
                 order.append(p)
+
+        def receive(p: _Proc) -> None:
+            """Read ``p``'s next answer (and the bytes it read) into ``p.ready``."""
+            try:
+                answer = _read(p.answers)
+                job = p.pending[len(p.ready)]
+                data = _read(p.answers) if answer[:2] == b"ok" and job.data is None else None
+            except (EOFError, OSError):
+                code = p.process.exitcode if not p.process.is_alive() else None
+                raise SourceError(
+                    f"a scanner-file parser process stopped unexpectedly (exit code {code})",
+                    expected="each parser process to answer for every file sent to it",
+                    hint="nothing was ingested; run the command again (and check the "
+                    "system log for a process killed for lack of memory)",
+                ) from None
+            p.ready.append((answer, data))
+
+        def collect(timeout: int | None) -> None:
+            """Take in the answers that are there (waiting up to ``timeout`` ms for one, None:
+            as long as it takes), so no worker waits on a full pipe while the file before
+            its own is still parsed, and send those workers more files."""
+            for fd, _ev in poller.poll(timeout):
+                q = by_fd[fd]
+                if len(q.ready) < len(q.pending):
+                    receive(q)
+            refill()
 
         done = False
         try:
             refill()
             while order:
-                p = order.popleft()
-                t = time.perf_counter()
-                try:
-                    answer = p.answers.recv_bytes()
-                except EOFError:
-                    raise RuntimeError("a parser process exited unexpectedly") from None
-                self.wait_s += time.perf_counter() - t
+                p = order[0]
+                if not p.ready:
+                    t = time.perf_counter()
+                    while not p.ready:
+                        collect(None)
+                    self.wait_s += time.perf_counter() - t
+                order.popleft()
+                answer, data = p.ready.popleft()
                 job = p.pending.popleft()
                 # send the next file before writing this one: the worker parses meanwhile
                 refill()
@@ -313,37 +494,30 @@ class ParsePool:
                     raise err
                 res = self._decoder.decode(memoryview(answer)[2:])
                 p.cpu_s = max(p.cpu_s, res.cpu_s)
-                ctx = ParseContext(
-                    file=job.file,
-                    repo=job.repo,
-                    scan_id=res.scan_id,
-                    raw_sha256=res.raw_sha256,
-                    now=now,
-                    scanned_at=job.scanned_at,
-                    target=job.target,
-                    unscored=unscored,
-                )
-                parsed = ParsedScan(
-                    tool=res.tool,
-                    tool_version=res.tool_version,
-                    format=res.format,
-                    scanned_at=res.scanned_at,
-                    scanned_at_source=res.scanned_at_source,
-                    findings=list(res.findings),
-                    targets=res.targets,
-                    coverage=res.coverage,
-                    skipped=res.skipped,
-                    notes=res.notes,
-                    partial=res.partial,
-                )
+                raw = job.data if data is None else data
+                assert raw is not None  # (the worker sends the bytes it read)
                 w.put_raw(
-                    job.data,
+                    raw,
                     kind=f"scan:{job.scanner}",
                     source=job.scanner,
                     media_type="application/json",
                     sha256=res.raw_sha256,
                 )
-                yield write_parsed(w, job.scanner, ctx, parsed, partial=job.partial, now=now)
+                w.put_rows([dict(zip(_ROW, r, strict=True)) for r in res.rows])
+                del answer, data, raw
+                yield FileResult(
+                    file=job.file,
+                    scan_id=res.scan_id,
+                    scanner=job.scanner,
+                    tool=res.tool,
+                    format=res.format,
+                    scanned_at=datetime.fromisoformat(res.scanned_at),
+                    scanned_at_source=res.scanned_at_source,
+                    findings=res.findings,
+                    partial=res.partial,
+                    by_tier=res.by_tier,
+                    notes=res.notes,
+                )
             if failed is not None:
                 raise failed
             done = True
