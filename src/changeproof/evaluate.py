@@ -58,7 +58,7 @@ from changeproof.evidence import (
     TeamMembership,
     record_type,
 )
-from changeproof.outcomes import Outcome, Result
+from changeproof.outcomes import SEVERITY, Outcome, Result
 from changeproof.settings import Settings
 from changeproof.store import Store, schema, to_us
 from changeproof.vuln.lifecycle import Linkage
@@ -269,7 +269,9 @@ def result_group(results: list[Result], *, encode: bool = True) -> _Group:
     """Results of one subject as one stored group (plain tuple: cheap to send between
     processes). ``encode=False`` leaves the body and digest empty."""
     first = results[0]
-    outcomes = " ".join([f"{r.control}:{r.outcome.value}" for r in results])
+    outs = [r.outcome for r in results]
+    # Outcome is a StrEnum: concatenation gives its value (without the enum's slow .value)
+    outcomes = " ".join([r.control + ":" + o for r, o in zip(results, outs, strict=True)])
     if encode:
         body = _enc.encode(results)
         digest = hashlib.sha256(body).hexdigest()
@@ -278,8 +280,8 @@ def result_group(results: list[Result], *, encode: bool = True) -> _Group:
     return (
         first.subject,
         first.repo,
-        f" {outcomes} ",
-        _worst(results).value,
+        " " + outcomes + " ",
+        str.__str__(max(outs, key=SEVERITY.__getitem__)),
         len(results),
         digest,
         body,
@@ -292,7 +294,7 @@ def result_groups(
     """:func:`result_group` for each run of consecutive results with one subject; with
     ``bodies_for``, only those subjects' groups are encoded."""
     runs: list[list[Result]] = [results]
-    if any(r.subject != results[0].subject for r in results):
+    if len({r.subject for r in results}) > 1:
         runs = []
         for r in results:
             if not runs or r.subject != runs[-1][0].subject:
