@@ -17,7 +17,7 @@ from changeproof.controls.base import Context
 from changeproof.controls.facts import ChangeFacts
 from changeproof.controls.review import ChangeControl
 from changeproof.evidence import Change
-from changeproof.outcomes import Outcome, Result
+from changeproof.outcomes import FAIL, NOT_APPLICABLE, PASS, Result
 
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "description": ("description", "summary", "what", "what changed", "changes", "overview"),
@@ -106,47 +106,93 @@ def _real(text: str) -> bool:
     return len(body.strip(" .-*_")) >= 2 and not _PLACEHOLDER.match(body)
 
 
+# Line → what it says as a heading (its field, "_other" for another title, None when it is
+# not a heading) and as a key line ((field, value is real, stripped value), None when it is
+# not one). Pure functions of the line, memoised: the headings and key lines of a
+# repository's PR template recur in every change record, and their regexes backtrack.
+_HEADINGS: dict[str, str | None] = {}
+_KEYS: dict[str, tuple[str, bool, str] | None] = {}
+_MEMO_MAX = 50_000
+
+
+def _heading(line: str) -> str | None:
+    try:
+        return _HEADINGS[line]
+    except KeyError:
+        pass
+    h = _HEADING.match(line)
+    out = None
+    if h:
+        title = h.group("title").strip().lower().rstrip("?")
+        out = _ALIAS.get(title) or "_other"
+    if len(_HEADINGS) >= _MEMO_MAX:
+        _HEADINGS.clear()
+    _HEADINGS[line] = out
+    return out
+
+
+def _key(line: str) -> tuple[str, bool, str] | None:
+    try:
+        return _KEYS[line]
+    except KeyError:
+        pass
+    k = _KEY.match(line)
+    out = None
+    if k:
+        field = _ALIAS.get(k.group("key").strip().lower())
+        if field is not None:
+            value = k.group("value")
+            out = (field, _real(value), value.strip())
+    if len(_KEYS) >= _MEMO_MAX:
+        _KEYS.clear()
+    _KEYS[line] = out
+    return out
+
+
 def parse_record(body: str) -> tuple[dict[str, str], str]:
     """Field → its text, and the free text outside every recognised section."""
     fields: dict[str, str] = {}
     free: list[str] = []
     current: str | None = None
     buf: list[str] = []
-
-    def close() -> None:
-        if current is None or current == "_other" or current in fields:
-            return
-        text = "\n".join(buf)
-        if _real(text):
-            fields[current] = text.strip()
-
     for line in _clean(body).splitlines():
         head = line.lstrip()[:2]
-        h = _HEADING.match(line) if head[:1] == "#" or head == "**" else None
-        if h:
-            title = h.group("title").strip().lower().rstrip("?")
-            close()
-            current, buf = _ALIAS.get(title), []
-            if current is None:
-                current = "_other"
+        title = _heading(line) if head[:1] == "#" or head == "**" else None
+        if title is not None:
+            # the section before it ends: keep its text if it is a field's first real one
+            if current is not None and current != "_other" and current not in fields:
+                text = "\n".join(buf)
+                if _real(text):
+                    fields[current] = text.strip()
+            current, buf = title, []
             continue
-        k = _KEY.match(line) if (":" in line or "=" in line) else None
-        if k and k.group("key").strip().lower() in _ALIAS:
-            field = _ALIAS[k.group("key").strip().lower()]
-            if _real(k.group("value")):
-                fields.setdefault(field, k.group("value").strip())
+        k = _key(line) if (":" in line or "=" in line) else None
+        if k is not None:
+            if k[1]:
+                fields.setdefault(k[0], k[2])
             continue
         if current is None or current == "_other":
             free.append(line)
         else:
             buf.append(line)
-    close()
+    if current is not None and current != "_other" and current not in fields:
+        text = "\n".join(buf)
+        if _real(text):
+            fields[current] = text.strip()
     fields.pop("_other", None)
     return fields, "\n".join(free).strip()
 
 
 def record_fields(c: Change, risk: str | None, ticket_res: list[re.Pattern[str]]) -> dict[str, str]:
     """Which fields the change record holds, each with where it was found."""
+    found, body = _record(c, risk)
+    _justify(found, c, body, ticket_res)
+    return found
+
+
+def _record(c: Change, risk: str | None) -> tuple[dict[str, str], str]:
+    """:func:`record_fields` but a justification from linked tickets (see :func:`_justify`),
+    and the body it read."""
     body = c.body or ""
     if c.change_type == "direct_push" and not body.strip():
         body = "\n\n".join(ci.message.split("\n", 1)[1] for ci in c.commits if "\n" in ci.message)
@@ -163,12 +209,20 @@ def record_fields(c: Change, risk: str | None, ticket_res: list[re.Pattern[str]]
         found["risk"] = found.get("risk", "label or body")
     if "affected_systems" not in found and any(_SYSTEM_LABEL.match(lb) for lb in c.labels):
         found["affected_systems"] = "label"
+    return found, body
+
+
+def _justify(
+    found: dict[str, str], c: Change, body: str, ticket_res: list[re.Pattern[str]]
+) -> None:
+    """Without a justification in the record, a linked ticket is one."""
+    if "justification" in found:
+        return
     tickets = set(c.tickets)
     for rx in ticket_res:
         tickets.update(rx.findall(f"{c.title}\n{body}"))
-    if "justification" not in found and tickets:
+    if tickets:
         found["justification"] = "linked ticket " + ", ".join(sorted(tickets)[:3])
-    return found
 
 
 class ChangeRecord(ChangeControl):
@@ -177,19 +231,18 @@ class ChangeRecord(ChangeControl):
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
         c = f.change
         if c.change_type == "initial":
-            return self.res(f, Outcome.NOT_APPLICABLE, ["the repository's initial commit"], digest)
+            return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
         doc = ctx.settings.documentation
-        ticket_res = _compiled(doc.ticket_patterns)
-        found = record_fields(c, f.risk, ticket_res)
+        found, body = _record(c, f.risk)
         risk_level = f.risk or found.get("_risk_level")
         found.pop("_risk_level", None)
         required = list(doc.required_fields)
         if risk_level == "high":
             required += [x for x in doc.high_risk_required_fields if x not in required]
+        if "justification" in required:  # the tickets are read only when they can matter
+            _justify(found, c, body, _compiled(doc.ticket_patterns))
         missing = [x for x in required if x not in found]
-        approvers = ", ".join(
-            f"{a.name} at {a.review.submitted_at.isoformat()}" for a in f.independent
-        )
+        approvers = ", ".join([f"{a.name} at {a.at}" for a in f.independent])
         trail = (
             f"approved by {approvers} (from the review evidence)"
             if approvers
@@ -199,7 +252,7 @@ class ChangeRecord(ChangeControl):
         if missing:
             return self.res(
                 f,
-                Outcome.FAIL,
+                FAIL,
                 [
                     "the change record lacks: " + ", ".join(LABELS[m] for m in missing) + risk,
                     *(f"has {LABELS[k]} ({found[k]})" for k in required if k in found),
@@ -209,7 +262,7 @@ class ChangeRecord(ChangeControl):
             )
         return self.res(
             f,
-            Outcome.PASS,
+            PASS,
             [
                 f"the change record holds all {len(required)} required field(s){risk}: "
                 + ", ".join(LABELS[k] for k in required),

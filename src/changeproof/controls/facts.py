@@ -96,6 +96,7 @@ class Approval(msgspec.Struct, frozen=True, gc=False):
     human: bool
     before_merge: bool
     dismissed: bool
+    at: str  # review.submitted_at.isoformat(): CM-DOC-1 and CM-IAC-1 both show it
 
     @property
     def counts(self) -> bool:
@@ -256,6 +257,7 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
                 human=not prep.not_human(who.login, who.type),
                 before_merge=r.submitted_at <= merged_at,
                 dismissed=_dismissed_before(r, merged_at),
+                at=r.submitted_at.isoformat(),
             )
             approvals.append(a)
             if a.counts:

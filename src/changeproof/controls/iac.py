@@ -60,11 +60,9 @@ def approval_details(f: ChangeFacts) -> dict[str, str]:
     if f.change.reviews is None:
         return {}
     ok = f.independent
-    if len(ok) == 1:
-        times = ok[0].review.submitted_at.isoformat()
-    else:
-        times = ",".join(t.isoformat() for t in sorted(a.review.submitted_at for a in ok))
-    return {DETAIL_REQUIRED: str(f.required), DETAIL_TIMES: times}
+    if len(ok) > 1:  # in time order (a stable sort: ties keep their order, as before)
+        ok = sorted(ok, key=lambda a: a.review.submitted_at)
+    return {DETAIL_REQUIRED: str(f.required), DETAIL_TIMES: ",".join([a.at for a in ok])}
 
 
 def approvals_from_details(details: Mapping[str, str]) -> tuple[int, tuple[datetime, ...]] | None:
