@@ -89,11 +89,22 @@ def _store(tmp: Path, name: str) -> tuple[Store, Signer]:
 
 
 @pytest.mark.parametrize(
-    ("workers", "in_flight", "window", "with_bytes"),
-    [(1, 1, None, False), (2, 2, 3, False), (2, 4, None, True), (3, 1, 4, True)],
+    ("workers", "in_flight", "window", "with_bytes", "held"),
+    [
+        (1, 1, None, False, None),
+        (2, 2, 3, False, None),
+        (2, 4, None, True, None),
+        (3, 1, 4, True, None),
+        (2, 8, None, False, 1),  # no answer waits while another is written
+    ],
 )
 def test_workers_store_exactly_what_in_process_parsing_stores(
-    tmp_path: Path, workers: int, in_flight: int, window: int | None, with_bytes: bool
+    tmp_path: Path,
+    workers: int,
+    in_flight: int,
+    window: int | None,
+    with_bytes: bool,
+    held: int | None,
 ) -> None:
     jobs = _jobs(with_bytes=with_bytes) * 2  # the same bytes again: second scans of them
     dumps = []
@@ -105,6 +116,8 @@ def test_workers_store_exactly_what_in_process_parsing_stores(
                     seq = ingest_jobs(w, jobs, now=NOW, settings=Settings())
                 else:
                     with ParsePool(workers, in_flight=in_flight, window=window) as pool:
+                        if held is not None:
+                            pool.max_held_bytes = held
                         par = list(pool.ingest_jobs(w, jobs, now=NOW, settings=Settings()))
                     assert pool.worker_cpu_s > 0
             dumps.append(_dump(store))

@@ -295,16 +295,13 @@ class _Proc:
             os.close(answers_w)
         self.pending: deque[ParseJob] = deque()  # sent, answer not yet written
         self.ready: deque[tuple[bytes, bytes | None]] = deque()  # answers read, in order
+        self.busy = 0  # files sent whose answer is not read yet
         self.cpu_s = 0.0
 
     def close(self) -> None:
         for fd in (self.jobs, self.answers):
             with contextlib.suppress(OSError):
                 os.close(fd)
-
-
-def _load(p: _Proc) -> int:
-    return len(p.pending) - len(p.ready)
 
 
 class ParsePool:
@@ -329,6 +326,8 @@ class ParsePool:
         # files sent and not yet written: a worker that is done with its small files may run
         # ahead of one parsing a large file by this much (answers wait in memory meanwhile)
         self.window = max(self.in_flight * self.workers, window or 64)
+        # … and no more files are sent while this much of their answers waits in memory
+        self.max_held_bytes = 64 << 20
         self._procs: list[_Proc] = []
         self._cpu_closed = 0.0  # CPU seconds of workers already stopped
         self.wait_s = 0.0  # wall seconds this process waited for answers
@@ -397,6 +396,7 @@ class ParsePool:
         if job.data is not None:
             _write(p.jobs, job.data)
         p.pending.append(job)
+        p.busy += 1
 
     def ingest_jobs(
         self, w: Writer, jobs: Iterable[ParseJob], *, now: datetime, settings: Settings
@@ -412,6 +412,7 @@ class ParsePool:
         failed: ChangeproofError | None = None  # raised by ``jobs``: fails in its turn
         held: ParseJob | None = None  # the next job, waiting for a worker
         order: deque[_Proc] = deque()  # which worker answers each file sent, in file order
+        held_bytes = 0  # answers taken in, waiting for their turn
         by_fd = {p.answers: p for p in procs}
         poller = select.poll()
         for p in procs:
@@ -429,10 +430,13 @@ class ParsePool:
 
         def refill() -> None:
             nonlocal held
-            while len(order) < self.window:
+            while len(order) < self.window and held_bytes < self.max_held_bytes:
                 # the least busy worker: files differ a hundredfold in size
-                p = min(procs, key=_load)
-                if _load(p) >= self.in_flight:
+                p = procs[0]
+                for q in procs:
+                    if q.busy < p.busy:
+                        p = q
+                if p.busy >= self.in_flight:
                     return
                 job = next_job()
                 if job is None:
@@ -447,6 +451,7 @@ class ParsePool:
 
         def receive(p: _Proc) -> None:
             """Read ``p``'s next answer (and the bytes it read) into ``p.ready``."""
+            nonlocal held_bytes
             try:
                 answer = _read(p.answers)
                 job = p.pending[len(p.ready)]
@@ -460,14 +465,15 @@ class ParsePool:
                     "system log for a process killed for lack of memory)",
                 ) from None
             p.ready.append((answer, data))
+            p.busy -= 1
+            held_bytes += len(answer) + (len(data) if data is not None else 0)
 
-        def collect(timeout: int | None) -> None:
-            """Take in the answers that are there (waiting up to ``timeout`` ms for one, None:
-            as long as it takes), so no worker waits on a full pipe while the file before
-            its own is still parsed, and send those workers more files."""
-            for fd, _ev in poller.poll(timeout):
+        def collect() -> None:
+            """Wait for answers and take in all that are there, so no worker waits on a full
+            pipe while the file before its own is still parsed; send those workers more."""
+            for fd, _ev in poller.poll():
                 q = by_fd[fd]
-                if len(q.ready) < len(q.pending):
+                if q.busy:
                     receive(q)
             refill()
 
@@ -479,11 +485,12 @@ class ParsePool:
                 if not p.ready:
                     t = time.perf_counter()
                     while not p.ready:
-                        collect(None)
+                        collect()
                     self.wait_s += time.perf_counter() - t
                 order.popleft()
                 answer, data = p.ready.popleft()
                 job = p.pending.popleft()
+                held_bytes -= len(answer) + (len(data) if data is not None else 0)
                 # send the next file before writing this one: the worker parses meanwhile
                 refill()
                 if answer[:2] != b"ok":
