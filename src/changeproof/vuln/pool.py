@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import mmap
 import multiprocessing
 import os
 import pickle
@@ -108,11 +109,13 @@ class _Job(msgspec.Struct, array_like=True):
     partial: bool
     now: str
     unscored: SeverityTier
+    received: int  # answers of this worker the parent has read: their ring regions are free
 
 
 class _Answer(msgspec.Struct, array_like=True):
     """A parsed file: its result, its evidence rows (in ``_ROW`` order) and, when the worker
-    read the file, the size of the bytes that follow."""
+    read the file, where its bytes are: at ``at`` in the shared ring, or (``at`` -1) in a
+    frame after this one."""
 
     raw_sha256: str
     scan_id: str
@@ -126,7 +129,8 @@ class _Answer(msgspec.Struct, array_like=True):
     notes: list[str]
     rows: list[tuple[Any, ...]]
     cpu_s: float  # the worker's CPU time so far
-    sends_bytes: bool
+    at: int
+    size: int
 
 
 _STOP = b""
@@ -166,7 +170,45 @@ def _read(fd: int) -> bytes:
     return _read_exact(fd, int.from_bytes(_read_exact(fd, 8), "little"))
 
 
-def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...]) -> None:
+class _Ring:
+    """A worker's shared buffer for the bytes of the files it read: the parent copies them
+    out with one memcpy, where a pipe costs a kernel copy on each side (≈ 0.3 ms per MB
+    each: ≈ 4 µs per finding of the corpus mix). Regions are used in order and freed in
+    order, once the parent says (in a job) it has read their answers."""
+
+    def __init__(self, buf: mmap.mmap) -> None:
+        self.buf = buf
+        self.regions: deque[tuple[int, int, int]] = deque()  # (answer, start, end), oldest first
+        self.head = 0
+
+    def release(self, received: int) -> None:
+        while self.regions and self.regions[0][0] < received:
+            self.regions.popleft()
+
+    def put(self, answer: int, data: bytes) -> int:
+        """Copy ``data`` in; its offset, or -1 if it does not fit now (it goes by pipe)."""
+        n, size = len(data), len(self.buf)
+        if not n:
+            return -1
+        if not self.regions:
+            at = 0 if n <= size else -1
+        else:
+            oldest = self.regions[0][1]
+            if self.head > oldest:  # free: [head, size) and [0, oldest)
+                at = self.head if n <= size - self.head else 0 if n <= oldest else -1
+            else:  # wrapped: free [head, oldest)
+                at = self.head if n <= oldest - self.head else -1
+        if at >= 0:
+            self.buf[at : at + n] = data
+            self.regions.append((answer, at, at + n))
+            self.head = at + n
+        return at
+
+
+RING_BYTES = 8 << 20  # per worker: a few files in flight; a larger one goes by pipe
+
+
+def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...], buf: mmap.mmap) -> None:
     """A parser process: read jobs until the stop message (or the parent's end closes);
     answer each with b"ok" + an _Answer (+ a frame of the file's bytes), or b"er" + a pickled
     (error class, what, expected, hint) / exception."""
@@ -179,12 +221,16 @@ def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...]) -> None:
     jobs = msgspec.msgpack.Decoder(_Job)
     enc = msgspec.msgpack.Encoder()
     settings_by_tier: dict[str, Settings] = {}
+    ring = _Ring(buf)
+    answered = 0
     with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
         while True:
             head = _read(jobs_fd)
             if head == _STOP:
                 return
             job = jobs.decode(head)
+            ring.release(job.received)
+            answered += 1  # (this job's answer, error or not, is number answered - 1)
             data = b"" if job.read else _read(jobs_fd)
             settings = settings_by_tier.get(job.unscored)
             if settings is None:
@@ -219,6 +265,7 @@ def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...]) -> None:
                     body = pickle.dumps(RuntimeError(f"parser process failed: {exc!r}"))
                 _write(out_fd, b"er", body)
                 continue
+            at = ring.put(answered - 1, data) if job.read else -1
             answer = _Answer(
                 raw_sha256=ctx.raw_sha256,
                 scan_id=res.scan_id,
@@ -232,10 +279,11 @@ def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...]) -> None:
                 notes=res.notes,
                 rows=rows,
                 cpu_s=time.process_time(),
-                sends_bytes=job.read,
+                at=at,
+                size=len(data),
             )
             _write(out_fd, b"ok", enc.encode(answer))
-            if job.read:
+            if job.read and at < 0:
                 _write(out_fd, data)
             del data, ctx, parsed, scan, batches, res, rows, answer
 
@@ -285,8 +333,9 @@ class _Proc:
         parent_ends += [self.jobs, self.answers]
         # the worker inherits the parent's ends of its own and the earlier workers' pipes
         # and closes them, so each worker sees end-of-file once the parent is gone
+        self.ring = mmap.mmap(-1, RING_BYTES)  # shared with the forked worker
         self.process = ctx.Process(
-            target=_worker, args=(jobs_r, answers_w, tuple(parent_ends)), daemon=True
+            target=_worker, args=(jobs_r, answers_w, tuple(parent_ends), self.ring), daemon=True
         )
         try:
             self.process.start()
@@ -294,14 +343,17 @@ class _Proc:
             os.close(jobs_r)
             os.close(answers_w)
         self.pending: deque[ParseJob] = deque()  # sent, answer not yet written
-        self.ready: deque[tuple[bytes, bytes | None]] = deque()  # answers read, in order
+        # answers read, in order: (the answer, decoded if not an error, the file's bytes)
+        self.ready: deque[tuple[bytes, _Answer | None, bytes | None]] = deque()
         self.busy = 0  # files sent whose answer is not read yet
+        self.received = 0  # answers read
         self.cpu_s = 0.0
 
     def close(self) -> None:
         for fd in (self.jobs, self.answers):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        self.ring.close()
 
 
 class ParsePool:
@@ -391,6 +443,7 @@ class ParsePool:
             job.partial,
             now,
             unscored,
+            p.received,
         )
         _write(p.jobs, self._header.encode(head))
         if job.data is not None:
@@ -455,7 +508,11 @@ class ParsePool:
             try:
                 answer = _read(p.answers)
                 job = p.pending[len(p.ready)]
-                data = _read(p.answers) if answer[:2] == b"ok" and job.data is None else None
+                res = self._decoder.decode(memoryview(answer)[2:]) if answer[:2] == b"ok" else None
+                data = None
+                if res is not None and job.data is None:
+                    # out of the ring now: the next job tells the worker it may reuse it
+                    data = p.ring[res.at : res.at + res.size] if res.at >= 0 else _read(p.answers)
             except (EOFError, OSError):
                 code = p.process.exitcode if not p.process.is_alive() else None
                 raise SourceError(
@@ -464,8 +521,9 @@ class ParsePool:
                     hint="nothing was ingested; run the command again (and check the "
                     "system log for a process killed for lack of memory)",
                 ) from None
-            p.ready.append((answer, data))
+            p.ready.append((answer, res, data))
             p.busy -= 1
+            p.received += 1
             held_bytes += len(answer) + (len(data) if data is not None else 0)
 
         def collect() -> None:
@@ -488,18 +546,17 @@ class ParsePool:
                         collect()
                     self.wait_s += time.perf_counter() - t
                 order.popleft()
-                answer, data = p.ready.popleft()
+                answer, res, data = p.ready.popleft()
                 job = p.pending.popleft()
                 held_bytes -= len(answer) + (len(data) if data is not None else 0)
                 # send the next file before writing this one: the worker parses meanwhile
                 refill()
-                if answer[:2] != b"ok":
+                if res is None:
                     err = pickle.loads(answer[2:])  # noqa: S301 - our own worker's answer
                     if isinstance(err, tuple):
                         cls, what, expected, hint = err
                         raise cls(what, expected=expected, hint=hint)
                     raise err
-                res = self._decoder.decode(memoryview(answer)[2:])
                 p.cpu_s = max(p.cpu_s, res.cpu_s)
                 raw = job.data if data is None else data
                 assert raw is not None  # (the worker sends the bytes it read)
