@@ -5,6 +5,7 @@ keep all or nothing, fail cleanly when a worker dies, and leave no process behin
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import signal
 import subprocess
@@ -21,7 +22,7 @@ from changeproof.locker import Locker, Signer
 from changeproof.settings import Settings
 from changeproof.store import Store
 from changeproof.vuln.ingest import ParseJob, ingest_files, ingest_jobs
-from changeproof.vuln.pool import AUTO_MIN_BYTES, ParsePool, auto_workers
+from changeproof.vuln.pool import AUTO_MIN_BYTES, RING_BYTES, ParsePool, _Ring, auto_workers
 from tests.vuln.corpus import DD, SAMPLES
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the pool forks (Linux)")
@@ -89,13 +90,14 @@ def _store(tmp: Path, name: str) -> tuple[Store, Signer]:
 
 
 @pytest.mark.parametrize(
-    ("workers", "in_flight", "window", "with_bytes", "held"),
+    ("workers", "in_flight", "window", "with_bytes", "held", "ring"),
     [
-        (1, 1, None, False, None),
-        (2, 2, 3, False, None),
-        (2, 4, None, True, None),
-        (3, 1, 4, True, None),
-        (2, 8, None, False, 1),  # no answer waits while another is written
+        (1, 1, None, False, None, RING_BYTES),
+        (2, 2, 3, False, None, RING_BYTES),
+        (2, 4, None, True, None, RING_BYTES),
+        (3, 1, 4, True, None, RING_BYTES),
+        (2, 8, None, False, 1, RING_BYTES),  # no answer waits while another is written
+        (2, 4, None, False, None, 300_000),  # large files by pipe, the ring wrapping around
     ],
 )
 def test_workers_store_exactly_what_in_process_parsing_stores(
@@ -105,6 +107,7 @@ def test_workers_store_exactly_what_in_process_parsing_stores(
     window: int | None,
     with_bytes: bool,
     held: int | None,
+    ring: int,
 ) -> None:
     jobs = _jobs(with_bytes=with_bytes) * 2  # the same bytes again: second scans of them
     dumps = []
@@ -115,7 +118,8 @@ def test_workers_store_exactly_what_in_process_parsing_stores(
                 if name == "seq":
                     seq = ingest_jobs(w, jobs, now=NOW, settings=Settings())
                 else:
-                    with ParsePool(workers, in_flight=in_flight, window=window) as pool:
+                    pool = ParsePool(workers, in_flight=in_flight, window=window, ring_bytes=ring)
+                    with pool:
                         if held is not None:
                             pool.max_held_bytes = held
                         par = list(pool.ingest_jobs(w, jobs, now=NOW, settings=Settings()))
@@ -127,6 +131,22 @@ def test_workers_store_exactly_what_in_process_parsing_stores(
     assert dumps[0]["evidence"] and dumps[0]["entries"]
     # the same results, down to the offsets of the scan times
     assert [repr(vars(r)) for r in seq] == [repr(vars(r)) for r in par]
+
+
+def test_the_ring_reuses_regions_in_order_once_released() -> None:
+    ring = _Ring(mmap.mmap(-1, 10))
+    assert ring.put(0, b"aaaa") == 0
+    assert ring.put(1, b"bbbb") == 4
+    assert ring.put(2, b"cccc") == -1  # 2 bytes left at the end, none at the start
+    ring.release(1)  # the parent has read answer 0
+    assert ring.put(3, b"dd") == 8  # still fits at the end
+    assert ring.put(4, b"eeee") == 0  # wraps to the start, before answer 1's region
+    assert ring.put(5, b"f") == -1  # full: [4, 10) still in use
+    assert ring.buf[:10] == b"eeeebbbbdd"
+    ring.release(6)
+    assert ring.put(6, b"g" * 10) == 0
+    assert ring.put(7, b"") == -1  # nothing to copy
+    assert ring.put(8, b"h" * 11) == -1  # larger than the ring
 
 
 def test_a_bad_file_reports_the_first_failure_in_file_order(tmp_path: Path) -> None:

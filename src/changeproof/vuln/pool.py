@@ -327,13 +327,13 @@ def _pipe() -> tuple[int, int]:
 
 
 class _Proc:
-    def __init__(self, ctx: Any, parent_ends: list[int]) -> None:
+    def __init__(self, ctx: Any, parent_ends: list[int], ring_bytes: int) -> None:
         jobs_r, self.jobs = _pipe()
         self.answers, answers_w = _pipe()
         parent_ends += [self.jobs, self.answers]
         # the worker inherits the parent's ends of its own and the earlier workers' pipes
         # and closes them, so each worker sees end-of-file once the parent is gone
-        self.ring = mmap.mmap(-1, RING_BYTES)  # shared with the forked worker
+        self.ring = mmap.mmap(-1, ring_bytes)  # shared with the forked worker
         self.process = ctx.Process(
             target=_worker, args=(jobs_r, answers_w, tuple(parent_ends), self.ring), daemon=True
         )
@@ -372,7 +372,9 @@ class ParsePool:
         *,
         in_flight: int | None = None,
         window: int | None = None,
+        ring_bytes: int = RING_BYTES,
     ) -> None:
+        self.ring_bytes = max(1, ring_bytes)
         self.workers = max(1, workers)
         self.in_flight = max(1, in_flight or 4)
         # files sent and not yet written: a worker that is done with its small files may run
@@ -398,7 +400,7 @@ class ParsePool:
             ends: list[int] = []
             try:
                 for _ in range(self.workers):
-                    self._procs.append(_Proc(ctx, ends))
+                    self._procs.append(_Proc(ctx, ends, self.ring_bytes))
             except BaseException:
                 mine = {fd for p in self._procs for fd in (p.jobs, p.answers)}
                 for fd in set(ends) - mine:  # a worker that did not start
