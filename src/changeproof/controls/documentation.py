@@ -97,12 +97,17 @@ def _clean(text: str) -> str:
 
 def _real(text: str) -> bool:
     """Real content: not empty, not only unticked boxes, not a placeholder."""
+    return _real_lines(text.splitlines())
+
+
+def _real_lines(lines: list[str]) -> bool:
+    """:func:`_real` of the text of these lines (lines without line breaks: a section's)."""
     parts = []
-    for ln in text.splitlines():
+    for ln in lines:
         ln = ln.strip()
         if ln and not (ln[0] in "-*" and _UNTICKED.match(ln)):
             parts.append(ln)
-    body = " ".join(parts)
+    body = parts[0] if len(parts) == 1 else " ".join(parts)
     return len(body.strip(" .-*_")) >= 2 and not _PLACEHOLDER.match(body)
 
 
@@ -156,29 +161,32 @@ def parse_record(body: str) -> tuple[dict[str, str], str]:
     current: str | None = None
     buf: list[str] = []
     for line in _clean(body).splitlines():
-        head = line.lstrip()[:2]
-        title = _heading(line) if head[:1] == "#" or head == "**" else None
-        if title is not None:
-            # the section before it ends: keep its text if it is a field's first real one
-            if current is not None and current != "_other" and current not in fields:
-                text = "\n".join(buf)
-                if _real(text):
-                    fields[current] = text.strip()
-            current, buf = title, []
-            continue
-        k = _key(line) if (":" in line or "=" in line) else None
-        if k is not None:
-            if k[1]:
-                fields.setdefault(k[0], k[2])
-            continue
+        if line:  # an empty line is neither a heading nor a key line
+            head = line.lstrip()[:2]
+            title = _heading(line) if head[:1] == "#" or head == "**" else None
+            if title is not None:
+                # the section before it ends: keep its text if it is a field's first real one
+                # (the lines of "\n".join(buf) are buf's: no line holds a line break)
+                if (
+                    current is not None
+                    and current != "_other"
+                    and current not in fields
+                    and _real_lines(buf)
+                ):
+                    fields[current] = "\n".join(buf).strip()
+                current, buf = title, []
+                continue
+            k = _key(line) if (":" in line or "=" in line) else None
+            if k is not None:
+                if k[1]:
+                    fields.setdefault(k[0], k[2])
+                continue
         if current is None or current == "_other":
             free.append(line)
         else:
             buf.append(line)
-    if current is not None and current != "_other" and current not in fields:
-        text = "\n".join(buf)
-        if _real(text):
-            fields[current] = text.strip()
+    if current is not None and current != "_other" and current not in fields and _real_lines(buf):
+        fields[current] = "\n".join(buf).strip()
     fields.pop("_other", None)
     return fields, "\n".join(free).strip()
 
@@ -242,7 +250,9 @@ class ChangeRecord(ChangeControl):
         if "justification" in required:  # the tickets are read only when they can matter
             _justify(found, c, body, _compiled(doc.ticket_patterns))
         missing = [x for x in required if x not in found]
-        approvers = ", ".join([f"{a.name} at {a.at}" for a in f.independent])
+        approvers = ", ".join(
+            [f"{a.name} at {at}" for a, at in zip(f.independent, f.independent_at, strict=True)]
+        )
         trail = (
             f"approved by {approvers} (from the review evidence)"
             if approvers

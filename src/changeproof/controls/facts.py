@@ -63,13 +63,18 @@ def _participants(
 ) -> tuple[frozenset[str], list[str]]:
     keys: set[str] = set()
     labels: list[str] = []
-    if change.author is not None:
-        _add(keys, labels, change.author, "author")
+    # an actor equal to the previous one added has the same keys: adding it is a no-op
+    prev = change.author
+    if prev is not None:
+        _add(keys, labels, prev, "author")
     allow_suggestions = settings.review.allow_suggestion_commits
     for c in change.commits:
-        _add(keys, labels, c.author, "commit author")
-        if not _web_flow(c.committer, web_flow):
+        if c.author != prev:
+            _add(keys, labels, c.author, "commit author")
+            prev = c.author
+        if c.committer != prev and not _web_flow(c.committer, web_flow):
             _add(keys, labels, c.committer, "committer")
+            prev = c.committer
         if not c.co_authors:
             continue
         suggestion = allow_suggestions and is_suggestion_commit(c, settings)
@@ -96,7 +101,6 @@ class Approval(msgspec.Struct, frozen=True, gc=False):
     human: bool
     before_merge: bool
     dismissed: bool
-    at: str  # review.submitted_at.isoformat(): CM-DOC-1 and CM-IAC-1 both show it
 
     @property
     def counts(self) -> bool:
@@ -178,8 +182,10 @@ class ChangeFacts(msgspec.Struct, frozen=True, kw_only=True):
     required: int
     risk: str | None
     paths: tuple[str, ...] | None
-    # the approvals that count, in ``approvals`` order
+    # the approvals that count, in ``approvals`` order, and when each was submitted
+    # (isoformat: CM-DOC-1 and CM-IAC-1 both show it)
     independent: list[Approval]
+    independent_at: tuple[str, ...]
     # the change's subject id (``Change.id`` formats it on every access)
     cid: str
     # the settings' derived lookups (see :mod:`changeproof.controls.prepared`), and per path
@@ -222,7 +228,9 @@ def detect_risk(change: Change) -> str | None:
         m = RISK_LABEL_RE.match(label.strip())
         if m:
             return m.group(1).lower()
-    m = RISK_RE.search(change.body or "")
+    body = change.body
+    # RISK_RE needs a ":" or "=" (no other character matches them, whatever the case)
+    m = RISK_RE.search(body) if body and (":" in body or "=" in body) else None
     return m.group(1).lower() if m else None
 
 
@@ -231,7 +239,13 @@ def change_paths(change: Change) -> tuple[str, ...] | None:
         return None
     out: list[str] = []
     for f in change.files:
-        out.extend(f.paths())
+        # f.paths(): a renamed file's old name too
+        old = f.previous_path
+        if old and old != f.path:
+            out.append(f.path)
+            out.append(old)
+        else:
+            out.append(f.path)
     return tuple(out)
 
 
@@ -240,6 +254,7 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
     pkeys, plabels = _participants(change, settings, prep.web_flow)
     approvals: list[Approval] = []
     independent: list[Approval] = []
+    independent_at: list[str] = []
     self_approvers: set[str] = set()
     merged_at = change.merged_at
     if change.reviews:
@@ -249,19 +264,25 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
             if r.state not in {"APPROVED", "DISMISSED"}:
                 continue
             who = r.reviewer
+            current = _is_current(r, change)
+            participant = bool(who.keys() & pkeys)
+            human = not prep.not_human(who.login, who.type)
+            before_merge = r.submitted_at <= merged_at
+            dismissed = _dismissed_before(r, merged_at)
             a = Approval(
                 review=r,
                 name=who.login or who.email or who.name or "?",
-                current=_is_current(r, change),
-                participant=bool(who.keys() & pkeys),
-                human=not prep.not_human(who.login, who.type),
-                before_merge=r.submitted_at <= merged_at,
-                dismissed=_dismissed_before(r, merged_at),
-                at=r.submitted_at.isoformat(),
+                current=current,
+                participant=participant,
+                human=human,
+                before_merge=before_merge,
+                dismissed=dismissed,
             )
             approvals.append(a)
-            if a.counts:
+            # Approval.counts
+            if current is True and not participant and human and before_merge and not dismissed:
                 independent.append(a)
+                independent_at.append(r.submitted_at.isoformat())
         for r in change.reviews:
             if (
                 (r.state == "APPROVED" or (r.state == "DISMISSED" and r.dismissed_at is not None))
@@ -274,10 +295,16 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
         bits: tuple[int, ...] | None = None
         union = 0
     else:
-        bits = tuple([prep.path_bits(p) for p in paths])
+        known = prep.known_paths
         union = 0
-        for b in bits:
+        out: list[int] = []
+        for p in paths:
+            b = known.get(p)
+            if b is None:
+                b = prep.path_bits(p)
+            out.append(b)
             union |= b
+        bits = tuple(out)
     risk = detect_risk(change)
     required = settings.required_approvals(change.repo, paths or (), risk)
     return ChangeFacts(
@@ -290,6 +317,7 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
         risk=risk,
         paths=paths,
         independent=independent,
+        independent_at=tuple(independent_at),
         cid=change.id,
         prep=prep,
         path_bits=bits,

@@ -59,10 +59,13 @@ def approval_details(f: ChangeFacts) -> dict[str, str]:
     """What CM-IAC-2 needs from a change: its requirement and its counting approvals' times."""
     if f.change.reviews is None:
         return {}
-    ok = f.independent
-    if len(ok) > 1:  # in time order (a stable sort: ties keep their order, as before)
-        ok = sorted(ok, key=lambda a: a.review.submitted_at)
-    return {DETAIL_REQUIRED: str(f.required), DETAIL_TIMES: ",".join([a.at for a in ok])}
+    times = f.independent_at
+    if len(times) > 1:  # in time order (a stable sort: ties keep their order, as before)
+        pairs = sorted(
+            zip(f.independent, times, strict=True), key=lambda x: x[0].review.submitted_at
+        )
+        times = tuple(t for _, t in pairs)
+    return {DETAIL_REQUIRED: str(f.required), DETAIL_TIMES: ",".join(times)}
 
 
 def approvals_from_details(details: Mapping[str, str]) -> tuple[int, tuple[datetime, ...]] | None:

@@ -41,10 +41,11 @@ class Prepared:
         "_checks",
         "_classes",
         "_not_human",
-        "_paths",
+        "_teams",
         "allowed_conclusions",
         "iac_mask",
         "iac_shift",
+        "known_paths",
         "security",
         "sensitive_mask",
         "settings",
@@ -75,21 +76,35 @@ class Prepared:
             if pats
         )
         self.allowed_conclusions = frozenset(t.allowed_conclusions)
-        self._paths: dict[str, int] = {}
+        # path → its class bits (read directly by compute_facts; filled by path_bits)
+        self.known_paths: dict[str, int] = {}
         self._not_human: dict[tuple[str | None, str], bool] = {}
         self._checks: dict[str, int] = {}
+        self._teams: dict[str, frozenset[str] | None] = {}
 
     def path_bits(self, path: str) -> int:
-        bits = self._paths.get(path)
+        bits = self.known_paths.get(path)
         if bits is None:
-            if len(self._paths) >= _MEMO_MAX:
-                self._paths.clear()
+            if len(self.known_paths) >= _MEMO_MAX:
+                self.known_paths.clear()
             bits = 0
             for i, pats in enumerate(self._classes):
                 if path_matches(path, pats):
                     bits |= 1 << i
-            self._paths[path] = bits
+            self.known_paths[path] = bits
         return bits
+
+    def team(self, name: str) -> frozenset[str] | None:
+        """The lower-cased members of a team as the settings configure it (None when the
+        settings leave it empty or do not name it)."""
+        try:
+            return self._teams[name]
+        except KeyError:
+            pass
+        configured = self.settings.teams.get(name)
+        out = frozenset(m.lower() for m in configured) if configured else None
+        self._teams[name] = out
+        return out
 
     def not_human(self, login: str | None, actor_type: str) -> bool:
         key = (login, actor_type)

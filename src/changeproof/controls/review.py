@@ -57,16 +57,11 @@ class ChangeControl(Control):
 
 
 class ReviewControl(ChangeControl):
-    """CM-REV-1/2/3/5: CM-IAC-1 repeats their verdicts on infrastructure changes, so each
-    verdict is kept in the change's shared memo for it (see :meth:`verdict`)."""
-
-    def evaluate(self, subject: ChangeFacts, ctx: Context, digest: str) -> Result:
-        r = self.judge(subject, ctx, digest)
-        shared(subject, ctx)[self.id] = (digest, r)
-        return r
+    """CM-REV-1/2/3/5: CM-IAC-1 repeats their verdicts on infrastructure changes."""
 
     def verdict(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
-        """``judge(f, ctx, digest)``, reusing the verdict :meth:`evaluate` gave if any."""
+        """``judge(f, ctx, digest)``, reusing the verdict this control already gave the change
+        in :func:`~changeproof.controls.evaluation.evaluate_change` if any."""
         hit = shared(f, ctx).get(self.id)
         if hit is not None and hit[0] == digest:
             return hit[1]  # type: ignore[no-any-return]

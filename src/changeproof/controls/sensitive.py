@@ -14,6 +14,7 @@ from datetime import datetime
 
 from changeproof.controls.base import Context
 from changeproof.controls.facts import ChangeFacts, classes_of
+from changeproof.controls.prepared import prepared
 from changeproof.controls.review import MAX_FILES, ChangeControl
 from changeproof.evidence import TeamMembership
 from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, PASS, Outcome, Result, worst
@@ -53,9 +54,9 @@ def members_at(team: str, ctx: Context, at: datetime) -> Members:
     if i:
         dig, snap = snaps[i - 1]
         return _observed(team, dig, snap)
-    configured = ctx.settings.teams.get(team)
-    if configured:
-        return frozenset(m.lower() for m in configured), f"team {team} from the settings", ()
+    configured = prepared(ctx.settings).team(team)
+    if configured is not None:
+        return configured, f"team {team} from the settings", ()
     if snaps:
         return (
             None,
@@ -177,4 +178,4 @@ class SensitivePathApproval(ChangeControl):
                 f"only {len(c.files or ())} of {c.files_total} changed files were collected: "
                 "other sensitive classes may be touched"
             )
-        return self.result(c.id, result, reasons, repo=c.repo, evidence=tuple(evidence))
+        return self.result(f.cid, result, reasons, repo=c.repo, evidence=tuple(evidence))

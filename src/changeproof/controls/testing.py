@@ -10,10 +10,13 @@ landed the change, and only when it completed at or before the merge.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import bisect
+from datetime import datetime
+
+import msgspec
 
 from changeproof.controls.base import Context
-from changeproof.controls.config import effective, in_force
+from changeproof.controls.config import effective
 from changeproof.controls.facts import ChangeFacts, shared
 from changeproof.controls.prepared import prepared
 from changeproof.controls.review import ChangeControl
@@ -24,8 +27,7 @@ from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, PASS, Outc
 RAN = frozenset({"success", "failure", "neutral", "action_required"})
 
 
-@dataclass(frozen=True)
-class ChecksVerdict:
+class ChecksVerdict(msgspec.Struct, frozen=True, gc=False):
     outcome: Outcome
     reasons: tuple[str, ...]
     evidence: tuple[str, ...]  # digests of protection snapshots read
@@ -41,6 +43,10 @@ Required = tuple[tuple[tuple[str, str | None], ...] | None, str, tuple[str, ...]
 # id(snapshot) → (snapshot, its digest, what required_checks says under it): every change
 # merged under one protection version asks the same question (keyed by identity, checked)
 _BY_SNAPSHOT: dict[int, tuple[ProtectionSnapshot, str, Required]] = {}
+
+
+def _occurred(x: tuple[str, ProtectionSnapshot]) -> datetime:
+    return x[1].provenance.occurred_at
 
 
 def _under_snapshot(dig: str, snap: ProtectionSnapshot) -> Required:
@@ -65,9 +71,11 @@ def _under_snapshot(dig: str, snap: ProtectionSnapshot) -> Required:
 def required_checks(c: Change, ctx: Context) -> Required:
     """(required (name, app) pairs or None when unknown, where they came from, evidence)."""
     snaps = ctx.protections.get((c.repo, c.branch))
-    found = in_force(snaps, c.merged_at) if snaps else None
-    if found is not None:
-        return _under_snapshot(*found)
+    if snaps:
+        # in_force(snaps, c.merged_at): the snapshot observed last at or before the merge
+        i = bisect.bisect_right(snaps, c.merged_at, key=_occurred)
+        if i:
+            return _under_snapshot(*snaps[i - 1])
     if ctx.settings.testing.required_checks:
         return (
             tuple((n, None) for n in ctx.settings.testing.required_checks),
@@ -205,20 +213,24 @@ class SecurityTesting(ChangeControl):
         notes: list[str] = []
         # each check on the merged commit with the security classes its name matches
         on_head = [(r, prep.security_bits(r.name)) for r in c.checks if r.commit_sha in shas]
+        merged_at = c.merged_at
         for i, (label, pats) in enumerate(classes):
-            runs = [r for r, bits in on_head if bits >> i & 1]
-            ran = [
-                r
-                for r in runs
-                if r.completed_at is not None
-                and r.completed_at <= c.merged_at
-                and r.conclusion in RAN
-            ]
+            bit = 1 << i
+            runs: list[CheckResult] = []  # this class's runs on the merged commit
+            ran: list[CheckResult] = []  # … of which completed, before the merge, and ran
+            for r, bits in on_head:
+                if bits & bit:
+                    runs.append(r)
+                    at = r.completed_at
+                    if at is not None and at <= merged_at and r.conclusion in RAN:
+                        ran.append(r)
             if ran:
                 names = sorted({f"{r.name} ({r.conclusion})" for r in ran})
                 ok.append(f"{label}: {', '.join(names)}")
-                if any(r.conclusion == "failure" for r in ran):
-                    notes.append(f"{label} reported problems; track the findings (CM-VUL-1)")
+                for r in ran:
+                    if r.conclusion == "failure":
+                        notes.append(f"{label} reported problems; track the findings (CM-VUL-1)")
+                        break
             elif runs:
                 states = sorted(
                     {
