@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -284,5 +285,32 @@ def test_cli_ingest_of_a_large_input_uses_the_pool_and_stores_it_all(tmp_path: P
     store = Store.open(f"sqlite:///{tmp_path / '.changeproof' / 'store.db'}")
     try:
         assert store.count("scan") == n  # nothing of the failed command
+    finally:
+        store.close()
+
+
+def _thread_names() -> set[str]:
+    return {t.name for t in threading.enumerate()}
+
+
+def test_a_checkpoint_thread_copies_the_wal_while_the_pool_is_open(tmp_path: Path) -> None:
+    store, signer = _store(tmp_path, "s")
+    jobs = [ParseJob(s, str(p), None, "acme/app") for s, p in FILES[:6]]
+    try:
+        with ParsePool(2) as pool:
+            for _ in range(3):  # back-to-back commands, as the benchmark runs them
+                with store.writer(Locker(signer)) as w:
+                    assert len(list(pool.ingest_jobs(w, jobs, now=NOW, settings=Settings()))) == 6
+                assert "wal-checkpoint" in _thread_names()
+            wal = tmp_path / "s.db-wal"
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:  # every committed frame copied into the db
+                with store.connect() as c:
+                    busy, frames, done = c.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+                if frames == done and not busy:
+                    break
+            assert wal.exists() and frames == done
+        assert "wal-checkpoint" not in _thread_names()
+        assert store.count("scan") == 6
     finally:
         store.close()
