@@ -2,12 +2,14 @@
 
 Usage: python benchmarks/ingest.py [--findings N] [--files-per-command K] [--workers W] [--keep DIR]
 
-Each "command" ingests K files in one transaction (as `changeproof ingest` does), each file
-with its own scan time so every repetition is a new scan. Reports findings/s (parse + store,
-SQLite, locker included) and peak RSS; memory must stay flat as N grows. With --workers W > 0
-(default 0) W parser processes parse while this process writes (changeproof.vuln.pool);
-CPU time is reported summed over all processes. Prints a table and, as the last line, one JSON
-object of the figures.
+Each "command" ingests K files (default 50) in one transaction (as `changeproof ingest` does),
+each file with its own scan time so every repetition is a new scan. Reports findings/s (parse
++ store, SQLite, locker included) and peak RSS; memory must stay flat as N grows. W parser
+processes (changeproof.vuln.pool; default: what `changeproof ingest` uses for a large input on
+this machine — one per usable CPU, up to 3; 0: parse in this process) read and parse the files
+while this process writes; one pool serves all commands, as in a process that ingests
+continuously. CPU time is reported summed over all processes (this one's includes its WAL
+checkpoint thread). Prints a table and, as the last line, one JSON object of the figures.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from changeproof.locker import Locker, Signer
 from changeproof.settings import Settings
 from changeproof.store import Store
 from changeproof.vuln.ingest import FileResult, ParseJob, ingest_jobs
-from changeproof.vuln.pool import ParsePool
+from changeproof.vuln.pool import ParsePool, default_workers
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "external"
 DD = CORPUS / "DefectDojo-django-DefectDojo" / "unittests" / "scans"
@@ -56,7 +58,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--findings", type=int, default=1_000_000)
     ap.add_argument("--files-per-command", type=int, default=50)
-    ap.add_argument("--workers", type=int, default=0, help="Parser processes (0: in-process).")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="Parser processes (0: in-process; default: one per usable CPU, up to 3).",
+    )
     ap.add_argument("--in-flight", type=int, default=None, help="Files queued per parser process.")
     ap.add_argument("--keep", type=Path, help="Keep the workspace here.")
     args = ap.parse_args()

@@ -82,22 +82,27 @@ def usable_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def auto_workers(files: Sequence[Path], *, cpus: int | None = None) -> int:
-    """How many parser processes to use for ``files``: 0 (parse in-process) for one file,
-    little input, one usable CPU, or a platform other than Linux (where workers are forked)."""
-    if len(files) < 2 or sys.platform != "linux":
+def default_workers(cpus: int | None = None) -> int:
+    """Parser processes for a large input: one per usable CPU (up to AUTO_MAX_WORKERS), none
+    with a single CPU or off Linux."""
+    if sys.platform != "linux":
         return 0
     if cpus is None:
         cpus = usable_cpus()
-    if cpus < 2:
+    return 0 if cpus < 2 else min(cpus, AUTO_MAX_WORKERS)
+
+
+def auto_workers(files: Sequence[Path], *, cpus: int | None = None) -> int:
+    """How many parser processes to use for ``files``: 0 (parse in-process) for one file,
+    little input, one usable CPU, or a platform other than Linux (where workers are forked)."""
+    workers = default_workers(cpus) if len(files) > 1 else 0
+    if not workers:
         return 0
     total = 0
     for f in files:
         with contextlib.suppress(OSError):  # an unreadable file fails in its turn
             total += f.stat().st_size
-    if total < AUTO_MIN_BYTES:
-        return 0
-    return min(cpus, AUTO_MAX_WORKERS)
+    return workers if total >= AUTO_MIN_BYTES else 0
 
 
 class _Job(msgspec.Struct, array_like=True):
