@@ -108,7 +108,15 @@ def _real_lines(lines: list[str]) -> bool:
         if ln and not (ln[0] in "-*" and _UNTICKED.match(ln)):
             parts.append(ln)
     body = parts[0] if len(parts) == 1 else " ".join(parts)
-    return len(body.strip(" .-*_")) >= 2 and not _PLACEHOLDER.match(body)
+    if len(body.strip(" .-*_")) < 2:
+        return False
+    # _PLACEHOLDER's \W* cannot consume a leading ASCII letter, so the match would start with
+    # it, and every alternative starting with a letter starts with t, n, x, f or d: text
+    # starting with another ASCII letter (most text) is no placeholder
+    c = body[0]
+    if c.isascii() and c.isalpha() and c not in "tTnNxXfFdD":
+        return True
+    return not _PLACEHOLDER.match(body)
 
 
 # Line → what it says as a heading (its field, "_other" for another title, None when it is
@@ -215,8 +223,11 @@ def _record(c: Change, risk: str | None) -> tuple[dict[str, str], str]:
         found["_risk_level"] = level.group(1).lower()
     if risk:
         found["risk"] = found.get("risk", "label or body")
-    if "affected_systems" not in found and any(_SYSTEM_LABEL.match(lb) for lb in c.labels):
-        found["affected_systems"] = "label"
+    if "affected_systems" not in found and c.labels:
+        for lb in c.labels:
+            if _SYSTEM_LABEL.match(lb):
+                found["affected_systems"] = "label"
+                break
     return found, body
 
 
@@ -275,7 +286,7 @@ class ChangeRecord(ChangeControl):
             PASS,
             [
                 f"the change record holds all {len(required)} required field(s){risk}: "
-                + ", ".join(LABELS[k] for k in required),
+                + ", ".join([LABELS[k] for k in required]),
                 trail,
             ],
             digest,
