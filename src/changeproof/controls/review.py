@@ -276,13 +276,7 @@ class NoDirectPush(ReviewControl):
                 ],
                 digest,
             )
-        how = {
-            "merge": "merge commit",
-            "squash": "squash merge",
-            "rebase": "rebase merge",
-            "merge_queue": "merge queue",
-            "gerrit": "Gerrit submission",
-        }.get(c.change_type, c.change_type)
+        how = _HOW.get(c.change_type, c.change_type)
         where = f"#{c.number}" if c.number is not None else c.merge_sha[:12]
         basis = (
             " (from the commit message; the forge source corroborates it)"
@@ -290,6 +284,15 @@ class NoDirectPush(ReviewControl):
             else ""
         )
         return self.res(f, PASS, [f"landed through {where} by {how}{basis}"], digest)
+
+
+_HOW = {
+    "merge": "merge commit",
+    "squash": "squash merge",
+    "rebase": "rebase merge",
+    "merge_queue": "merge queue",
+    "gerrit": "Gerrit submission",
+}
 
 
 def _alternative_paths(
