@@ -314,3 +314,37 @@ def test_a_checkpoint_thread_copies_the_wal_while_the_pool_is_open(tmp_path: Pat
         assert store.count("scan") == 6
     finally:
         store.close()
+
+
+def _portable_dump(store: Store) -> dict[str, list[tuple[object, ...]]]:
+    with store.connect() as c:
+        return {
+            t: [
+                tuple(bytes(v) if isinstance(v, memoryview) else v for v in r)
+                for r in c.execute(sa.text(q))
+            ]
+            for t, q in {
+                "evidence": "SELECT kind, key, repo, subject, occurred_us, collected_us, digest, "
+                "raw_sha256, body FROM evidence ORDER BY kind, key",
+                "objects": "SELECT digest, size, media_type, body FROM locker_objects "
+                "ORDER BY digest",
+                "entries": "SELECT seq, digest, kind, source, recorded_us, prev_hash, entry_hash "
+                "FROM locker_entries ORDER BY seq",
+            }.items()
+        }
+
+
+def test_workers_store_the_same_on_either_backend(tmp_path: Path, db_url: str) -> None:
+    jobs = _jobs() * 2
+    signer = Signer.generate(tmp_path / "keys")
+    (tmp_path / "ws").mkdir()  # (the SQLite variant's folder)
+    dumps = []
+    for url, workers in ((f"sqlite:///{tmp_path / 'seq.db'}", 0), (db_url, 2)):
+        store = Store.open(url)
+        try:
+            with store.writer(Locker(signer, clock_us=7)) as w:
+                ingest_jobs(w, jobs, now=NOW, settings=Settings(), workers=workers)
+            dumps.append(_portable_dump(store))
+        finally:
+            store.close()
+    assert dumps[0] == dumps[1] and dumps[0]["evidence"]
