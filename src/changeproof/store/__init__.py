@@ -196,6 +196,39 @@ class Store:
         except sa.exc.DatabaseError as exc:
             raise _explain_db_error(self.url, exc) from None
 
+    @contextlib.contextmanager
+    def hold(self, *scope: str) -> Iterator[None]:
+        """Hold ``scope`` (e.g. ``"github", repo``) across several units of work: a collection
+        that commits page by page. On PostgreSQL a second process holding the same scope waits
+        here until the first lets go, then reads the cursors the first left (no page collected
+        twice, no cursor moved back by a slower collector); other scopes run in parallel.
+
+        A session-level advisory lock on a connection of its own, released on exit — and by
+        the server if the process dies. Not re-entrant across connections: never :meth:`hold`
+        a scope and then :meth:`Writer.claim` the same one. SQLite allows one writer at a time;
+        nothing is needed there.
+        """
+        if self.dialect != "postgresql":
+            yield
+            return
+        key = {"ns": CLAIM_LOCK_NS, "scope": "\x1f".join(scope)}
+        try:
+            conn = self.engine.connect()
+            conn.execute(sa.text("SELECT pg_advisory_lock(:ns, hashtext(:scope))"), key)
+            conn.commit()  # the lock is the session's, not the transaction's
+        except sa.exc.SQLAlchemyError as exc:
+            raise _explain_db_error(self.url, exc) from None
+        try:
+            yield
+        finally:
+            try:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:ns, hashtext(:scope))"), key)
+                conn.commit()
+            except sa.exc.SQLAlchemyError:
+                conn.invalidate()  # a broken session drops its locks on the server's side
+            finally:
+                conn.close()
+
     # --- reading -------------------------------------------------------------------------
 
     def connect(self) -> contextlib.AbstractContextManager[Connection]:

@@ -279,7 +279,10 @@ class GitHubSource:
 
         def run(repo: str) -> RepoResult:
             try:
-                return self.collect_repo(store, signer, repo, advance)
+                # page by page, many commits: another collector of this repository waits for
+                # this one, then starts from its cursors (PostgreSQL; see Store.hold)
+                with store.hold(SRC, repo):
+                    return self.collect_repo(store, signer, repo, advance)
             except ChangeproofError as exc:
                 res = RepoResult(repo=repo, complete=False, notes=[exc.message])
                 self._record_gap(store, signer, repo, exc.message)

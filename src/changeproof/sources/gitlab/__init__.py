@@ -206,15 +206,19 @@ class GitLabSource:
                 + ", ".join(unreadable)
                 + " (judged from what is readable; CM-CFG-1 reports it)"
             )
-        for branch in branches:
+        # one transaction per branch: another collector of this project waits for this one,
+        # then starts from its cursors (PostgreSQL; see Store.hold)
+        with store.hold("gitlab", repo):
+            for branch in branches:
+                with store.writer(Locker(signer)) as w:
+                    self._collect_branch(
+                        store, w, repo, pid, branch, project, protection, config_raw, since, now,
+                        result,
+                    )  # fmt: skip
+                if progress is not None:
+                    progress(1)
             with store.writer(Locker(signer)) as w:
-                self._collect_branch(
-                    store, w, repo, pid, branch, project, protection, config_raw, since, now, result
-                )
-            if progress is not None:
-                progress(1)
-        with store.writer(Locker(signer)) as w:
-            result.deployments += self._deployments(store, w, repo, pid, now)
+                result.deployments += self._deployments(store, w, repo, pid, now)
         return result
 
     def _controlled_branches(
