@@ -35,7 +35,8 @@ def _command(scanner: str) -> click.Command:
 
 Each finding is recorded with the scan that saw it; clocks start at the earliest scan that
 saw a finding (never the advisory's publish date). A finding missing from a --partial scan is
-not treated as fixed. All files commit together; one bad file ingests nothing.
+not treated as fixed. All files commit together; one bad file ingests nothing. Large inputs
+(several files, 16 MB or more) are parsed in worker processes, one per CPU (up to 3).
 
 \b
 Examples:

@@ -4,6 +4,10 @@ All or nothing: every file of one command is written inside one ``store.writer``
 and each file is parsed completely before any of its records are written, so a bad file (wrong
 scanner, truncated, unknown schema) raises before it writes anything and rolls back the files
 before it too. Memory stays flat: one file's findings at a time, written in batches.
+
+Large inputs are parsed by worker processes (:mod:`changeproof.vuln.pool`) that read, hash,
+parse and encode the files while this process writes them in order: the same records, byte
+for byte, and the same all-or-nothing.
 """
 
 from __future__ import annotations
