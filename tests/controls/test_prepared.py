@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 from changeproof.controls.documentation import _PLACEHOLDER, _UNTICKED, _real, parse_record
 from changeproof.controls.evaluation import evaluate_change
 from changeproof.controls.facts import RISK_RE, compute_facts, detect_risk, shared
-from changeproof.controls.iac import InfrastructureReviewed
+from changeproof.controls.iac import InfrastructureReviewed, infrastructure_classes, path_classes
 from changeproof.controls.prepared import Prepared, check_globs, prepared
 from changeproof.controls.review import CurrentApprovals, IndependentApproval
+from changeproof.controls.sensitive import matched_classes, sensitive_hits
 from changeproof.evidence import FileChange
 from changeproof.settings import (
     Infrastructure,
@@ -157,3 +158,16 @@ def test_approval_times_follow_the_independent_approvals() -> None:
     assert [a.name for a in f.independent] == ["bob", "carol"]
     assert f.independent_at == tuple(a.review.submitted_at.isoformat() for a in f.independent)
     assert f.cid == c.id
+
+
+@hsettings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(segment, min_size=1, max_size=4).map("/".join), max_size=6))
+def test_path_classes_from_bits_agree_with_the_glob_functions(paths: list[str]) -> None:
+    c = change(files=tuple(FileChange(path=p) for p in paths), files_total=len(paths))
+    f = compute_facts(c, SETTINGS)
+    assert f.paths is not None
+    assert sensitive_hits(f, SETTINGS) == matched_classes(f.paths, SETTINGS.sensitive_paths)
+    assert infrastructure_classes(f, SETTINGS) == path_classes(f.paths, ctx(SETTINGS))
+    # facts computed under other settings are re-derived, not reused
+    other = Settings()
+    assert sensitive_hits(f, other) == matched_classes(f.paths, other.sensitive_paths)

@@ -325,10 +325,6 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
     )
 
 
-def _not_human(actor: Actor, settings: Settings) -> bool:
-    return prepared(settings).not_human(actor.login, actor.type)
-
-
 def touches(paths: tuple[str, ...] | None, patterns: tuple[str, ...]) -> bool | None:
     if paths is None:
         return None

@@ -43,6 +43,7 @@ from changeproof.evidence import (
     ResourceChangeInfo,
 )
 from changeproof.outcomes import INDETERMINATE, NOT_APPLICABLE, Outcome, Result, worst
+from changeproof.settings import Settings
 
 APPROVALS_KEY = "iac_approvals"  # change id → CM-IAC-1 result details (approval times)
 DETAIL_TIMES = "approval_times"
@@ -124,6 +125,20 @@ def path_classes(paths: Sequence[str], ctx: Context) -> list[tuple[str, list[str
     return [(CLASS_NAMES[i], h) for i, h in enumerate(hits) if h]
 
 
+def infrastructure_classes(f: ChangeFacts, settings: Settings) -> list[tuple[str, list[str]]]:
+    """``path_classes(f.paths, ctx)`` (with ``ctx.settings`` = ``settings``), from the paths'
+    class bits."""
+    prep, bits, union = classes_of(f, settings)
+    if not union & prep.iac_mask or f.paths is None or bits is None:
+        return []
+    shift = prep.iac_shift
+    return [
+        (CLASS_NAMES[i], [p for p, b in zip(f.paths, bits, strict=True) if b >> shift + i & 1])
+        for i in range(3)
+        if union >> shift + i & 1
+    ]
+
+
 # --- CM-IAC-1 -------------------------------------------------------------------------------
 
 
@@ -147,17 +162,9 @@ class InfrastructureReviewed(ChangeControl):
                 INDETERMINATE,
                 ["the changed files are unknown, so infrastructure paths cannot be recognised"],
             )
-        # path_classes(f.paths, ctx), from the paths' class bits
-        prep, bits, union = classes_of(f, ctx.settings)
-        if not union & prep.iac_mask:
+        classes = infrastructure_classes(f, ctx.settings)
+        if not classes:
             return res(NOT_APPLICABLE, ["touches no infrastructure, IAM or migration path"])
-        assert bits is not None
-        shift = prep.iac_shift
-        classes = [
-            (CLASS_NAMES[i], [p for p, b in zip(f.paths, bits, strict=True) if b >> shift + i & 1])
-            for i in range(3)
-            if union >> shift + i & 1
-        ]
         what = "infrastructure change — " + "; ".join(f"{n}: {_few(h)}" for n, h in classes)
         outcomes: list[Outcome] = []
         problems: list[str] = []

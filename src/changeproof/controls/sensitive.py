@@ -18,7 +18,7 @@ from changeproof.controls.prepared import prepared
 from changeproof.controls.review import MAX_FILES, ChangeControl
 from changeproof.evidence import TeamMembership
 from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, PASS, Outcome, Result, worst
-from changeproof.settings import SensitivePaths, path_matches
+from changeproof.settings import SensitivePaths, Settings, path_matches
 
 Members = tuple[frozenset[str] | None, str, tuple[str, ...]]
 
@@ -78,6 +78,17 @@ def matched_classes(
     return out
 
 
+def sensitive_hits(f: ChangeFacts, settings: Settings) -> list[tuple[SensitivePaths, list[str]]]:
+    """``matched_classes(f.paths, settings.sensitive_paths)``, from the paths' class bits."""
+    prep, bits, union = classes_of(f, settings)
+    hits: list[tuple[SensitivePaths, list[str]]] = []
+    if union & prep.sensitive_mask and f.paths is not None and bits is not None:
+        for i, sp in enumerate(settings.sensitive_paths):
+            if union >> i & 1:
+                hits.append((sp, [p for p, b in zip(f.paths, bits, strict=True) if b >> i & 1]))
+    return hits
+
+
 class SensitivePathApproval(ChangeControl):
     id = "CM-REV-4"
 
@@ -100,14 +111,7 @@ class SensitivePathApproval(ChangeControl):
         truncated = (
             c.files is not None and c.files_total is not None and c.files_total > len(c.files)
         )
-        # matched_classes(f.paths, sensitive_paths), from the paths' class bits
-        prep, bits, union = classes_of(f, ctx.settings)
-        hits: list[tuple[SensitivePaths, list[str]]] = []
-        if union & prep.sensitive_mask:
-            assert bits is not None
-            for i, sp in enumerate(ctx.settings.sensitive_paths):
-                if union >> i & 1:
-                    hits.append((sp, [p for p, b in zip(f.paths, bits, strict=True) if b >> i & 1]))
+        hits = sensitive_hits(f, ctx.settings)
         if not hits:
             if truncated:
                 return self.res(
