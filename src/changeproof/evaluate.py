@@ -359,13 +359,20 @@ class _Judge:
         iac = None
         rev1 = None
         failed: list[str] = []
+        # one pass for what the record controls need: the worst review/testing outcome (as
+        # _review_testing computes it), CM-IAC-1's details, CM-REV-1's verdict, bypass signals
+        rt, rt_severity = Outcome.NOT_APPLICABLE, -1
         for r in results:
-            if r.control == "CM-IAC-1" and r.details:
-                iac = r.details
-            elif r.control == "CM-REV-1":
-                rev1 = r.outcome
-            if r.control in _BYPASS_SIGNALS and r.outcome is Outcome.FAIL:
-                failed.append(r.control)
+            control, outcome = r.control, r.outcome
+            if control == "CM-IAC-1":
+                if r.details:
+                    iac = r.details
+            elif control == "CM-REV-1":
+                rev1 = outcome
+            if outcome is Outcome.FAIL and control in _BYPASS_SIGNALS:
+                failed.append(control)
+            if control.startswith(_REVIEW_TESTING) and SEVERITY[outcome] > rt_severity:
+                rt, rt_severity = outcome, SEVERITY[outcome]
         if promotion_source and rev1 is not None:
             assert self.index is not None
             self.index.observe(change, rev1)
@@ -380,7 +387,7 @@ class _Judge:
             digest,
             groups,
             groups[0][3] if len(groups) == 1 else _worst(results).value,
-            _review_testing(results).value,
+            str.__str__(rt),
             participants(change, settings)[0] if self.need_participants else None,
             iac,
             tuple(failed),
@@ -624,11 +631,14 @@ def vuln_linkage(
     return Linkage(changes=changes, deployments=shipped)
 
 
+_REVIEW_TESTING = ("CM-REV-", "CM-TST-")
+
+
 def _review_testing(results: list[Result]) -> Outcome:
     """The worst review/testing outcome of one change (what CM-DEP-1 asks about)."""
     from changeproof.outcomes import worst
 
-    return worst([r.outcome for r in results if r.control.startswith(("CM-REV-", "CM-TST-"))])
+    return worst([r.outcome for r in results if r.control.startswith(_REVIEW_TESTING)])
 
 
 def shipped_changes(
