@@ -19,11 +19,10 @@ import dataclasses
 import gc
 import hashlib
 import itertools
-import multiprocessing
 import os
 import queue
 import threading
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -394,19 +393,10 @@ class _Judge:
         )
 
 
-# Worker processes: the judge is handed over once, when the pool starts (inherited by fork,
-# pickled otherwise), and then judges batches of stored change bodies.
-_worker: dict[str, _Judge] = {}
-
-
-def _worker_start(judge: _Judge) -> None:
-    _worker["judge"] = judge
+def _worker_start() -> None:
+    """In each forked worker, which inherits the judge and its read-only context."""
     gc.freeze()  # the inherited context is long-lived; keep collections off it
     gc.set_threshold(100_000, 50, 1000)
-
-
-def _worker_batch(rows: list[tuple[str, bytes]]) -> list[_Judged | None]:
-    return _worker["judge"].batch(rows)
 
 
 def default_jobs() -> int:
@@ -460,26 +450,29 @@ def _judge_all(
     """Every change in scope judged, in stream order. With ``jobs`` > 1 (and no promotion
     chains, whose index makes each promotion depend on the changes before it) batches are
     judged by a pool of worker processes, a bounded number in flight, results in order."""
-    parallel = jobs > 1 and judge.index is None and store.count(Change.kind) >= parallel_from
+    from changeproof import forkpool
+
+    parallel = (
+        jobs > 1
+        and judge.index is None
+        and forkpool.available()
+        and store.count(Change.kind) >= parallel_from
+    )
+
+    def batches() -> Iterator[list[tuple[str, bytes]]]:
+        for part in _change_rows(store, repo, period.start, period.end):
+            for dig, _, r in part:
+                first_of_repo.setdefault(r, dig)
+            yield [(d, b) for d, b, _ in part]
+
     if not parallel:
-        for part in _change_rows(store, repo, period.start, period.end):
-            for dig, _, r in part:
-                first_of_repo.setdefault(r, dig)
-            yield from judge.batch([(d, b) for d, b, _ in part])
+        for batch in batches():
+            yield from judge.batch(batch)
         return
-    methods = multiprocessing.get_all_start_methods()
-    mp = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-    # The pool starts before the stream opens: workers inherit no open cursor.
-    with mp.Pool(jobs, initializer=_worker_start, initargs=(judge,)) as pool:
-        pending: deque[Any] = deque()
-        for part in _change_rows(store, repo, period.start, period.end):
-            for dig, _, r in part:
-                first_of_repo.setdefault(r, dig)
-            pending.append(pool.apply_async(_worker_batch, ([(d, b) for d, b, _ in part],)))
-            if len(pending) > 2 * jobs:
-                yield from pending.popleft().get()
-        while pending:
-            yield from pending.popleft().get()
+    # The workers fork before the stream opens (ordered_map forks first, then pulls batches):
+    # they inherit the judge and its context, and no open cursor.
+    for judged in forkpool.ordered_map(judge.batch, batches(), jobs, setup=_worker_start):
+        yield from judged
 
 
 def iter_result_groups(
