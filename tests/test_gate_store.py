@@ -15,6 +15,7 @@ from changeproof.gate_store import (
     SqlAlchemyGateStore,
     SqliteGateStore,
     current_revision,
+    pg_driver,
 )
 from changeproof.locker import Locker, Signer, verify_locker
 from changeproof.store import SCHEMA_HEAD, Store
@@ -219,16 +220,17 @@ def test_promotion_chain_judged_by_its_source_changes(tmp_path: Path) -> None:
         db.close()
 
 
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
 def test_postgres_direct_store_reads_and_writes_as_the_general_path(
-    tmp_path: Path, pg_url: str
+    tmp_path: Path, pg_url: str, driver: str
 ) -> None:
     ws = Workspace.resolve(str(tmp_path / "ws"), pg_url, str(tmp_path / "changeproof.toml"))
     ws.ensure_home()
     changes = fill(ws)
     s = settings()
     req = request(changes[4].merge_sha[:10])  # an abbreviated SHA: the LIKE query too
-    direct = PostgresGateStore.open(pg_url, ws.keys_dir)
-    assert direct is not None
+    direct = PostgresGateStore.open(pg_url, ws.keys_dir, pg_driver(driver))
+    assert direct is not None and direct.db.__name__ == driver
     gen = general(ws)
     try:
         ea, eb = load_evidence(direct, req, s), load_evidence(gen, req, s)

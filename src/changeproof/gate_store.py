@@ -8,8 +8,11 @@ Three implementations of one small interface:
   directly. Its write appends to the locker exactly as :class:`changeproof.locker.Locker`
   does (same entry and checkpoint formats; tests verify the locker and compare the rows with
   the general path's).
-* :class:`PostgresGateStore` — PostgreSQL through ``psycopg`` directly, for the same reason;
-  the same write, under the locker's advisory lock.
+* :class:`PostgresGateStore` — PostgreSQL through a DB-API driver directly, for the same
+  reason; the same write, under the locker's advisory lock. ``psycopg2`` when installed (the
+  ``postgres`` extra installs it: it imports in ~30 ms), else ``psycopg`` 3, which the rest
+  of changeproof uses (its import, with asyncio and its type system, takes ~100 ms more —
+  a third of a PostgreSQL gate decision).
 * :class:`SqlAlchemyGateStore` — any database through :class:`changeproof.store.Store` and
   the real locker: used when the schema is not at the current revision, so migrations run.
 
@@ -299,65 +302,80 @@ class SqliteGateStore(_DbApiGateStore):
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
+def pg_driver(name: str | None = None) -> Any:
+    """The DB-API module the gate talks to PostgreSQL with: ``psycopg2`` when installed
+    (fast to import), else ``psycopg`` (3). ``name`` forces one (tests)."""
+    if name in (None, "psycopg2"):
+        try:
+            import psycopg2
+
+            return psycopg2
+        except ImportError:
+            if name is not None:
+                raise
+    import psycopg
+
+    return psycopg
+
+
 class PostgresGateStore(_DbApiGateStore):
-    """PostgreSQL through ``psycopg`` directly: SQLAlchemy's import alone cost the gate about
-    a third of a second. Chain appends take the locker's advisory lock, as the locker does."""
+    """PostgreSQL through a DB-API driver directly (see the module docstring): SQLAlchemy's
+    import alone cost the gate about a third of a second. Chain appends take the locker's
+    advisory lock, as the locker does."""
 
-    def __init__(self, url: str, keys_dir: Path) -> None:
-        import psycopg
-
+    def __init__(self, url: str, keys_dir: Path, driver: Any = None) -> None:
+        self.db = driver or pg_driver()
         self.url = url
         self.keys_dir = keys_dir
         dsn = url.replace("postgresql+psycopg://", "postgresql://", 1)
         try:
-            self.conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-        except psycopg.Error as exc:
+            self.conn = self.db.connect(dsn, connect_timeout=10)
+            self.conn.autocommit = True  # transactions are explicit: _begin / _end
+        except self.db.Error as exc:
             raise StoreError(
                 f"cannot connect to {_redact(url)} ({str(exc).strip().splitlines()[0]})",
                 expected="a reachable PostgreSQL server holding this workspace's store",
                 hint="check --db / CHANGEPROOF_DB and that the server is up",
             ) from None
+        self.cur = self.conn.cursor()
 
     @classmethod
-    def open(cls, url: str, keys_dir: Path) -> PostgresGateStore | None:
+    def open(cls, url: str, keys_dir: Path, driver: Any = None) -> PostgresGateStore | None:
         """The direct store, or None when the schema needs the general path (migrations)."""
-        import psycopg
-
-        s = cls(url, keys_dir)
-        if not s._schema_is_current(psycopg.Error):
+        s = cls(url, keys_dir, driver)
+        if not s._schema_is_current(s.db.Error):
             s.close()
             return None
         return s
 
     def rows(self, sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
-        import psycopg
-
         try:
-            return list(self._x(sql, params).fetchall())
-        except psycopg.Error as exc:
+            rows = self._x(sql, params).fetchall()
+        except self.db.Error as exc:
             raise StoreError(f"database error on {_redact(self.url)}: {exc}") from None
+        # psycopg2 gives bytea as memoryview, psycopg 3 as bytes: the same to every caller
+        return [tuple(bytes(v) if type(v) is memoryview else v for v in r) for r in rows]
 
     def close(self) -> None:
         self.conn.close()
 
     def _x(self, sql: str, params: dict[str, Any]) -> Any:
-        return self.conn.execute(_NAMED.sub(r"%(\1)s", sql).encode(), params)
+        self.cur.execute(_NAMED.sub(r"%(\1)s", sql), params)
+        return self.cur
 
     def _begin(self) -> None:
-        self.conn.execute(b"BEGIN")
+        self.cur.execute("BEGIN")
         # serialise chain appends with every other writer (the locker's lock)
-        self.conn.execute(b"SELECT pg_advisory_xact_lock(7303912)")
+        self.cur.execute("SELECT pg_advisory_xact_lock(7303912)")
 
     def _end(self, *, commit: bool) -> None:
-        self.conn.execute(b"COMMIT" if commit else b"ROLLBACK")
+        self.cur.execute("COMMIT" if commit else "ROLLBACK")
 
     def write(self, raws: Sequence[tuple[bytes, str, str]], records: Sequence[Record]) -> list[str]:
         """As :meth:`SqliteGateStore.write`, on PostgreSQL."""
-        import psycopg
-
         try:
             return self._write(raws, records)
-        except psycopg.Error as exc:
+        except self.db.Error as exc:
             raise StoreError(f"database error on {_redact(self.url)}: {exc}") from None
 
 
