@@ -126,7 +126,7 @@ def test_postgresql_compresses_bodies_with_lz4(store: Store) -> None:
     if store.dialect != "postgresql":
         pytest.skip("a PostgreSQL storage setting")
     with store.connect() as conn:
-        got = dict(
+        got: dict[str, str] = dict(
             conn.execute(
                 sa.text(
                     "SELECT c.relname, a.attcompression FROM pg_attribute a"
