@@ -46,7 +46,7 @@ from changeproof.evidence import (
     TeamMembership,
 )
 from changeproof.settings import Settings, StandardChange, Testing, parse_settings
-from changeproof.store import Store, record_key, schema, to_us
+from changeproof.store import Store, evidence_row, schema
 
 START = datetime(2025, 1, 1, tzinfo=UTC)
 AS_OF = datetime(2026, 1, 15, tzinfo=UTC)
@@ -192,26 +192,14 @@ def make_change(repo: str, n: int, i: int, at: datetime) -> Change:
 
 
 def _rows(rec: Record, seq: int | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    body = _enc.encode(rec)
-    key, repo, subject, occurred = record_key(rec)
-    prov = rec.provenance  # type: ignore[attr-defined]
-    ev = {
-        "kind": rec.kind,
-        "key": key,
-        "repo": repo,
-        "subject": subject,
-        "occurred_us": to_us(occurred),
-        "collected_us": to_us(prov.collected_at),
-        "digest": hashlib.sha256(body).hexdigest(),
-        "raw_sha256": prov.raw_sha256,
-        "body": body,
-    }
+    ev = evidence_row(rec)  # exactly the row Writer.put stores
     commits: list[dict[str, Any]] = []
     if isinstance(rec, Change):
         commits = [
-            {"repo": rec.repo, "sha": s, "branch": rec.branch, "change_key": key, "seq": seq or 0}
+            {"repo": rec.repo, "sha": s, "branch": rec.branch, "change_key": ev["key"],
+             "seq": seq or 0}
             for s in rec.landed_shas
-        ]
+        ]  # fmt: skip
     return ev, commits
 
 
