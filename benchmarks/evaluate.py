@@ -58,7 +58,6 @@ BODY = (
     "## Rollback\nRevert the merge commit.\n"
 )
 AREAS = ["billing", "auth", "search", "export", "ui", "api", "jobs", "infra"]
-_enc = msgspec.json.Encoder(order="sorted")
 
 
 def settings() -> Settings:
