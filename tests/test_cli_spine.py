@@ -91,6 +91,21 @@ def test_empty_period(repo: GitRepo, proj: Path) -> None:
     assert "nothing to judge" in r.stdout
 
 
+def test_a_sqlite_store_outside_the_workspace(repo: GitRepo, proj: Path, tmp_path: Path) -> None:
+    """--db may name a SQLite file anywhere: read-only commands look for that file, not for
+    the workspace's default one."""
+    build_history(repo)
+    db = f"sqlite:///{tmp_path / 'elsewhere' / 'evidence.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    assert run(proj, "--db", db, "collect", "git", str(repo.path)).returncode == 0
+    assert not (proj / ".changeproof" / "store.db").exists()
+    r = run(proj, "--db", db, "check", "--format", "json")
+    assert r.returncode == 1, r.stderr
+    assert json.loads(r.stdout)["summary"]["CM-REV-5"]["fail"] == 1
+    gone = run(proj, "--db", f"sqlite:///{tmp_path / 'nowhere.db'}", "check")
+    assert gone.returncode == 2 and "no evidence store" in gone.stderr
+
+
 def test_check_before_collect_is_a_clear_error(proj: Path) -> None:
     r = run(proj, "check")
     assert r.returncode == 2

@@ -420,8 +420,8 @@ class SqlAlchemyGateStore:
 def open_gate_store(ws: Any) -> GateStore:
     """The fastest store that can serve this workspace (see the module docstring)."""
     if ws.is_sqlite:
-        db = Path(ws.db_url.split("sqlite:///", 1)[-1])
-        if not db.exists():
+        db = ws.sqlite_path
+        if db is None or not db.exists():
             from changeproof.errors import NotFoundError
 
             raise NotFoundError(

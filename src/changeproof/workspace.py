@@ -44,6 +44,14 @@ class Workspace:
     def is_sqlite(self) -> bool:
         return self.db_url.startswith("sqlite")
 
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file (``--db`` may put it outside the workspace); None for a
+        server database or an in-memory one."""
+        if not self.is_sqlite or "///" not in self.db_url:
+            return None
+        return Path(self.db_url.split("///", 1)[1].split("?", 1)[0])
+
     def settings(self) -> Settings:
         return load_settings(self.config_path)
 
@@ -73,11 +81,11 @@ class Workspace:
 
         if write:
             self.ensure_home()
-        elif self.is_sqlite and not (self.home / "store.db").exists():
+        elif self.sqlite_path is not None and not self.sqlite_path.exists():
             from changeproof.errors import NotFoundError
 
             raise NotFoundError(
-                f"no evidence store in {self.home}",
+                f"no evidence store at {self.sqlite_path}",
                 expected="a workspace that has collected evidence",
                 hint="run `changeproof collect git PATH` first, or pass --home / --db",
             )
