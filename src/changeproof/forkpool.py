@@ -23,6 +23,7 @@ import pickle
 import select
 import signal
 import struct
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, TypeVar
@@ -226,14 +227,18 @@ def _loop(workers: list[_Worker], batches: Iterator[Any], in_flight: int) -> Ite
 
 def _died(w: _Worker) -> ChangeproofError:
     status = ""
+    # its pipe closes a moment before the exit status can be collected: wait up to a second
     with contextlib.suppress(ChildProcessError):
-        pid, code = os.waitpid(w.pid, os.WNOHANG)
-        if pid:
-            status = (
-                f" (killed by signal {os.WTERMSIG(code)})"
-                if os.WIFSIGNALED(code)
-                else f" (exit status {os.WEXITSTATUS(code)})"
-            )
+        for _ in range(100):
+            pid, code = os.waitpid(w.pid, os.WNOHANG)
+            if pid:
+                status = (
+                    f" (killed by signal {os.WTERMSIG(code)})"
+                    if os.WIFSIGNALED(code)
+                    else f" (exit status {os.WEXITSTATUS(code)})"
+                )
+                break
+            time.sleep(0.01)
     return ChangeproofError(
         f"a worker process ({w.pid}) stopped unexpectedly{status}",
         expected="every worker to answer every batch it was given",
