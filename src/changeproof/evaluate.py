@@ -59,7 +59,7 @@ from changeproof.evidence import (
 )
 from changeproof.outcomes import SEVERITY, Outcome, Result
 from changeproof.settings import Settings
-from changeproof.store import Store, schema, to_us
+from changeproof.store import Store, outcome_pairs, schema, to_us
 from changeproof.vuln.lifecycle import Linkage
 
 __all__ = [
@@ -250,15 +250,6 @@ class ResultGroup(NamedTuple):
 
     def results(self) -> list[Result]:
         return _results_decoder.decode(self.body)
-
-    def pairs(self) -> list[tuple[str, str]]:
-        """(control, outcome) of each result, in order, without decoding the body."""
-        return [_pair(t) for t in self.outcomes.split()]
-
-
-def _pair(token: str) -> tuple[str, str]:
-    control, _, outcome = token.rpartition(":")
-    return control, outcome
 
 
 _Group = tuple[str, str | None, str, str, int, str, bytes]  # a ResultGroup's fields
@@ -958,7 +949,8 @@ def _run_check(
             stream.close()  # and close the evidence cursors now, not at garbage collection
             raise
         write.close()
-        for (control, outcome), n in sorted((_pair(t), n) for t, n in tokens.items()):
+        pairs = outcome_pairs(" ".join(tokens))  # the same order as tokens' keys
+        for (control, outcome), n in sorted(zip(pairs, tokens.values(), strict=True)):
             summary.counts.setdefault(control, Counter())[outcome] += n
         total = agg.hexdigest()
         conn.execute(

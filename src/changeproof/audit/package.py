@@ -41,7 +41,7 @@ from changeproof.evidence import Change, Deployment, Record, record_type
 from changeproof.locker import Signer, export_segment, key_id, verify_locker
 from changeproof.outcomes import SEVERITY, Outcome, Result
 from changeproof.settings import Settings
-from changeproof.store import Store, schema
+from changeproof.store import Store, outcome_pairs, schema
 
 PACKAGE_FORMAT = "changeproof-audit-package/1"
 MANIFEST = "manifest.json"
@@ -538,8 +538,7 @@ def _evaluate(
             for subject, _repo, outcomes, _worst, _n, _digest, body in group:
                 linked = link.get(subject, ())
                 decoded: list[Result] | None = None
-                for i, token in enumerate(outcomes.split()):
-                    control, _, outcome = token.rpartition(":")
+                for i, (control, outcome) in enumerate(outcome_pairs(outcomes)):
                     population_level = control in pop_level
                     if population_level:  # the same once per run, not once per repository
                         if (control, subject) in seen:

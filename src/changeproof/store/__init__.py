@@ -45,6 +45,12 @@ def from_us(value: int) -> datetime:
     return datetime.fromtimestamp(value / 1_000_000, tz=UTC)
 
 
+def outcome_pairs(outcomes: str) -> list[tuple[str, str]]:
+    """A result group's ``outcomes`` column (" CONTROL:outcome … ") as (control, outcome)
+    pairs, in result order."""
+    return [(c, o) for c, _, o in (t.rpartition(":") for t in outcomes.split())]
+
+
 def now_utc() -> datetime:
     return datetime.now(UTC)
 

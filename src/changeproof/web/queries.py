@@ -21,7 +21,7 @@ from changeproof.evidence import (
 )
 from changeproof.outcomes import SEVERITY, Outcome
 from changeproof.settings import Settings
-from changeproof.store import Store, from_us, schema
+from changeproof.store import Store, from_us, outcome_pairs, schema
 
 BAD = ("fail", "indeterminate")
 
@@ -162,8 +162,7 @@ def posture(store: Store, run_id: int) -> list[dict[str, Any]]:
     )
     with store.connect() as conn:
         for outcomes, occurred in conn.execute(q):
-            for token in outcomes.split():
-                control, _, outcome = token.rpartition(":")
+            for control, outcome in outcome_pairs(outcomes):
                 counts[control][outcome] += 1
                 if occurred is not None:
                     dated.append((control, outcome, int(occurred)))
