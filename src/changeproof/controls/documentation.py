@@ -212,15 +212,10 @@ def _record(c: Change, risk: str | None) -> tuple[dict[str, str], str]:
     body = c.body or ""
     if c.change_type == "direct_push" and not body.strip():
         body = "\n\n".join(ci.message.split("\n", 1)[1] for ci in c.commits if "\n" in ci.message)
-    fields, free = parse_record(body)
-    found = dict.fromkeys(fields, "body")
-    if "description" not in found and _real(free) and len(free) >= 20:
-        found["description"] = "body"
-    level = _RISK.search(fields.get("risk", ""))
-    if "risk" in found and level is None:
-        del found["risk"]
+    names, level = _body_fields(body)
+    found = dict.fromkeys(names, "body")
     if level is not None:
-        found["_risk_level"] = level.group(1).lower()
+        found["_risk_level"] = level
     if risk:
         found["risk"] = found.get("risk", "label or body")
     if "affected_systems" not in found and c.labels:
@@ -229,6 +224,34 @@ def _record(c: Change, risk: str | None) -> tuple[dict[str, str], str]:
                 found["affected_systems"] = "label"
                 break
     return found, body
+
+
+# body → what :func:`_body_fields` says of it. A pure function of the body, memoised for
+# bodies that recur verbatim (a PR template left unfilled, a bot's or a tool's fixed text,
+# a repository's one-line conventions); bounded in entries and in the length of a body kept.
+_BODIES: dict[str, tuple[tuple[str, ...], str | None]] = {}
+_BODIES_MAX = 4096
+_BODY_MAX_LEN = 4096
+
+
+def _body_fields(body: str) -> tuple[tuple[str, ...], str | None]:
+    """The fields the body holds (in the order found) and the risk level it states."""
+    hit = _BODIES.get(body)
+    if hit is not None:
+        return hit
+    fields, free = parse_record(body)
+    names = list(fields)
+    if "description" not in fields and _real(free) and len(free) >= 20:
+        names.append("description")
+    level = _RISK.search(fields.get("risk", ""))
+    if "risk" in fields and level is None:
+        names.remove("risk")
+    out = (tuple(names), level.group(1).lower() if level is not None else None)
+    if len(body) <= _BODY_MAX_LEN:
+        if len(_BODIES) >= _BODIES_MAX:
+            _BODIES.clear()
+        _BODIES[body] = out
+    return out
 
 
 def _justify(
@@ -253,22 +276,21 @@ class ChangeRecord(ChangeControl):
             return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
         doc = ctx.settings.documentation
         found, body = _record(c, f.risk)
-        risk_level = f.risk or found.get("_risk_level")
-        found.pop("_risk_level", None)
-        required = list(doc.required_fields)
-        if risk_level == "high":
-            required += [x for x in doc.high_risk_required_fields if x not in required]
+        level = found.pop("_risk_level", None)
+        risk_level = f.risk or level
+        required = _required(
+            doc.required_fields, doc.high_risk_required_fields, risk_level == "high"
+        )
         if "justification" in required:  # the tickets are read only when they can matter
             _justify(found, c, body, _compiled(doc.ticket_patterns))
         missing = [x for x in required if x not in found]
-        approvers = ", ".join(
-            [f"{a.name} at {at}" for a, at in zip(f.independent, f.independent_at, strict=True)]
-        )
-        trail = (
-            f"approved by {approvers} (from the review evidence)"
-            if approvers
-            else "no independent approval in the review evidence (see CM-REV-1)"
-        )
+        if f.independent:
+            approvers = ", ".join(
+                [f"{a.name} at {at}" for a, at in zip(f.independent, f.independent_at, strict=True)]
+            )
+            trail = f"approved by {approvers} (from the review evidence)"
+        else:
+            trail = "no independent approval in the review evidence (see CM-REV-1)"
         risk = f" (risk {risk_level})" if risk_level else ""
         if missing:
             return self.res(
@@ -281,13 +303,26 @@ class ChangeRecord(ChangeControl):
                 ],
                 digest,
             )
-        return self.res(
-            f,
-            PASS,
-            [
+        held = _HELD.get((required, risk))
+        if held is None:
+            if len(_HELD) >= 1024:
+                _HELD.clear()
+            held = _HELD[(required, risk)] = (
                 f"the change record holds all {len(required)} required field(s){risk}: "
-                + ", ".join([LABELS[k] for k in required]),
-                trail,
-            ],
-            digest,
-        )
+                + ", ".join([LABELS[k] for k in required])
+            )
+        return self.res(f, PASS, [held, trail], digest)
+
+
+# (required fields, risk note) → the passing reason that lists them (a handful per settings)
+_HELD: dict[tuple[tuple[str, ...], str], str] = {}
+
+
+@functools.lru_cache(maxsize=256)
+def _required(required: tuple[str, ...], high_risk: tuple[str, ...], high: bool) -> tuple[str, ...]:
+    """The fields a change record must hold: the settings' ``required_fields``, and for a
+    high-risk change ``high_risk_required_fields`` too."""
+    out = list(required)
+    if high:
+        out += [x for x in high_risk if x not in out]
+    return tuple(out)

@@ -6,11 +6,33 @@ gate can run exactly the check's evaluation without importing the store and SQLA
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from changeproof.controls import CHANGE_CONTROLS, ChangeControl, Context
 from changeproof.controls.exceptions import apply_exceptions
-from changeproof.controls.facts import compute_facts, shared
+from changeproof.controls.facts import ChangeFacts, compute_facts, shared
 from changeproof.evidence import Change
 from changeproof.outcomes import EXCEPTABLE, Result
+
+_Judge = Callable[[ChangeFacts, Context, str], Result]
+
+# id(controls) → (controls, [(id, the bound method judging a change)]): a control that keeps
+# ChangeControl.evaluate is called at its ``judge`` (evaluate only forwards to it)
+_JUDGES: dict[int, tuple[tuple[ChangeControl, ...], list[tuple[str, _Judge]]]] = {}
+
+
+def _judges(controls: tuple[ChangeControl, ...]) -> list[tuple[str, _Judge]]:
+    hit = _JUDGES.get(id(controls))
+    if hit is not None and hit[0] is controls:
+        return hit[1]
+    out: list[tuple[str, _Judge]] = [
+        (c.id, c.judge if type(c).evaluate is ChangeControl.evaluate else c.evaluate)
+        for c in controls
+    ]
+    if len(_JUDGES) >= 64:
+        _JUDGES.clear()
+    _JUDGES[id(controls)] = (controls, out)
+    return out
 
 
 def evaluate_change(
@@ -22,9 +44,9 @@ def evaluate_change(
     verdicts = shared(facts, ctx)
     pkeys = facts.participant_keys
     out = []
-    for control in controls:
-        r = control.evaluate(facts, ctx, digest)
-        verdicts[control.id] = (digest, r)
+    for cid, judge in _judges(controls):
+        r = judge(facts, ctx, digest)
+        verdicts[cid] = (digest, r)
         # only a failure or an indeterminate result can be excepted
         out.append(apply_exceptions(r, pkeys, ctx) if r.outcome in EXCEPTABLE else r)
     return out
