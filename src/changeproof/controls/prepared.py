@@ -16,6 +16,8 @@ import fnmatch
 import functools
 import re
 from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from changeproof.settings import Settings, lowered_names, path_matches
 
@@ -38,13 +40,13 @@ class Prepared:
     """
 
     __slots__ = (
-        "_checks",
         "_classes",
         "_not_human",
         "_teams",
         "allowed_conclusions",
         "iac_mask",
         "iac_shift",
+        "known_checks",
         "known_paths",
         "security",
         "sensitive_mask",
@@ -79,7 +81,9 @@ class Prepared:
         # path → its class bits (read directly by compute_facts; filled by path_bits)
         self.known_paths: dict[str, int] = {}
         self._not_human: dict[tuple[str | None, str], bool] = {}
-        self._checks: dict[str, int] = {}
+        # check name → its security class bits (read directly by CM-TST-2; filled by
+        # security_bits)
+        self.known_checks: dict[str, int] = {}
         self._teams: dict[str, frozenset[str] | None] = {}
 
     def path_bits(self, path: str) -> int:
@@ -117,15 +121,15 @@ class Prepared:
 
     def security_bits(self, check_name: str) -> int:
         """Bit ``i`` set when the check name matches :attr:`security` class ``i``."""
-        bits = self._checks.get(check_name)
+        bits = self.known_checks.get(check_name)
         if bits is None:
-            if len(self._checks) >= _MEMO_MAX:
-                self._checks.clear()
+            if len(self.known_checks) >= _MEMO_MAX:
+                self.known_checks.clear()
             bits = 0
             for i, (_, pats) in enumerate(self.security):
                 if check_globs(pats)(check_name) is not None:
                     bits |= 1 << i
-            self._checks[check_name] = bits
+            self.known_checks[check_name] = bits
         return bits
 
 
@@ -143,3 +147,24 @@ def prepared(settings: Settings) -> Prepared:
     p = Prepared(settings)
     _PREPARED[id(settings)] = (settings, p)
     return p
+
+
+# id(records) → (records, each one's provenance.occurred_at): the times that controls bisect
+# for the record in force at a merge (protection and team snapshots; the context's tuples
+# live as long as the check, so a change asks about the same tuple as the last)
+_TIMES: dict[int, tuple[tuple[tuple[str, Any], ...], list[datetime]]] = {}
+
+
+def occurred_times(records: tuple[tuple[str, Any], ...]) -> list[datetime]:
+    """``[r.provenance.occurred_at for _, r in records]``, memoised by identity (of a tuple:
+    a list could change under the same identity)."""
+    if type(records) is not tuple:
+        return [r.provenance.occurred_at for _, r in records]
+    hit = _TIMES.get(id(records))
+    if hit is not None and hit[0] is records:
+        return hit[1]
+    times = [r.provenance.occurred_at for _, r in records]
+    if len(_TIMES) >= 4096:
+        _TIMES.clear()
+    _TIMES[id(records)] = (records, times)
+    return times

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from changeproof.controls.base import Context
 from changeproof.controls.facts import ChangeFacts, classes_of
-from changeproof.controls.prepared import prepared
+from changeproof.controls.prepared import occurred_times, prepared
 from changeproof.controls.review import MAX_FILES, ChangeControl
 from changeproof.evidence import TeamMembership
 from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, PASS, Outcome, Result, worst
@@ -25,10 +25,6 @@ Members = tuple[frozenset[str] | None, str, tuple[str, ...]]
 # (id(snapshot), team) → (snapshot, digest, members_at's answer under it): every change merged
 # while one membership snapshot was the latest asks the same (keyed by identity, checked)
 _BY_SNAPSHOT: dict[tuple[int, str], tuple[TeamMembership, str, Members]] = {}
-
-
-def _occurred(x: tuple[str, TeamMembership]) -> datetime:
-    return x[1].provenance.occurred_at
 
 
 def _observed(team: str, dig: str, snap: TeamMembership) -> Members:
@@ -50,7 +46,7 @@ def _observed(team: str, dig: str, snap: TeamMembership) -> Members:
 def members_at(team: str, ctx: Context, at: datetime) -> Members:
     """(lower-cased members or None if unknown, where from, evidence digests) as at ``at``."""
     snaps: tuple[tuple[str, TeamMembership], ...] = ctx.teams.get(team, ())
-    i = bisect.bisect_right(snaps, at, key=_occurred) if snaps else 0
+    i = bisect.bisect_right(occurred_times(snaps), at) if snaps else 0
     if i:
         dig, snap = snaps[i - 1]
         return _observed(team, dig, snap)

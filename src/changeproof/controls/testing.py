@@ -11,17 +11,16 @@ landed the change, and only when it completed at or before the merge.
 from __future__ import annotations
 
 import bisect
-from datetime import datetime
 
 import msgspec
 
 from changeproof.controls.base import Context
 from changeproof.controls.config import effective
 from changeproof.controls.facts import ChangeFacts, shared
-from changeproof.controls.prepared import prepared
+from changeproof.controls.prepared import occurred_times, prepared
 from changeproof.controls.review import ChangeControl
 from changeproof.evidence import Change, CheckResult, ProtectionSnapshot
-from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, PASS, Outcome, Result
+from changeproof.outcomes import FAIL, INDETERMINATE, NOT_APPLICABLE, OK, PASS, Outcome, Result
 
 # Conclusions of a run that executed (a failing scanner still scanned); "skipped" did not.
 RAN = frozenset({"success", "failure", "neutral", "action_required"})
@@ -33,20 +32,11 @@ class ChecksVerdict(msgspec.Struct, frozen=True, gc=False):
     evidence: tuple[str, ...]  # digests of protection snapshots read
 
 
-def _shas(c: Change) -> tuple[str, ...]:
-    head = c.head_sha or c.merge_sha
-    return (head, c.merge_queue_sha) if c.merge_queue_sha else (head,)
-
-
 Required = tuple[tuple[tuple[str, str | None], ...] | None, str, tuple[str, ...]]
 
 # id(snapshot) → (snapshot, its digest, what required_checks says under it): every change
 # merged under one protection version asks the same question (keyed by identity, checked)
 _BY_SNAPSHOT: dict[int, tuple[ProtectionSnapshot, str, Required]] = {}
-
-
-def _occurred(x: tuple[str, ProtectionSnapshot]) -> datetime:
-    return x[1].provenance.occurred_at
 
 
 def _under_snapshot(dig: str, snap: ProtectionSnapshot) -> Required:
@@ -73,7 +63,7 @@ def required_checks(c: Change, ctx: Context) -> Required:
     snaps = ctx.protections.get((c.repo, c.branch))
     if snaps:
         # in_force(snaps, c.merged_at): the snapshot observed last at or before the merge
-        i = bisect.bisect_right(snaps, c.merged_at, key=_occurred)
+        i = bisect.bisect_right(occurred_times(snaps), c.merged_at)
         if i:
             return _under_snapshot(*snaps[i - 1])
     if ctx.settings.testing.required_checks:
@@ -102,13 +92,21 @@ def judge_checks(c: Change, ctx: Context) -> ChecksVerdict:
             (f"no checks were required at merge ({source}): nothing shows the change was tested",),
             ev,
         )
-    shas = _shas(c)
+    # the runs on the merged commit (the head, or the merge-group commit of a merge queue),
+    # by name
+    head = c.head_sha or c.merge_sha
+    mq = c.merge_queue_sha
     allowed = prepared(ctx.settings).allowed_conclusions
     merged_at = c.merged_at
     runs_by_name: dict[str, list[CheckResult]] = {}
     for r in c.checks:
-        if r.commit_sha in shas:
-            runs_by_name.setdefault(r.name, []).append(r)
+        sha = r.commit_sha
+        if sha == head or (mq and sha == mq):
+            same = runs_by_name.get(r.name)
+            if same is None:
+                runs_by_name[r.name] = [r]
+            else:
+                same.append(r)
     bad: list[str] = []
     good: list[str] = []
     for name, app in req:
@@ -147,22 +145,30 @@ def judge_checks(c: Change, ctx: Context) -> ChecksVerdict:
             bad.append(f"{name}: {last.conclusion} before the merge")
         else:
             good.append(f"{name} {last.conclusion}")
+    src = _FROM.get(source)
+    if src is None:
+        if len(_FROM) >= 4096:
+            _FROM.clear()
+        src = _FROM[source] = f"required checks from {source}"
     if bad:
-        return ChecksVerdict(FAIL, (*bad, f"required checks from {source}"), ev)
+        return ChecksVerdict(FAIL, (*bad, src), ev)
     return ChecksVerdict(
         PASS,
-        (
-            f"all {len(req)} required check(s) passed before merge: {', '.join(good)}",
-            f"required checks from {source}",
-        ),
+        (f"all {len(req)} required check(s) passed before merge: {', '.join(good)}", src),
         ev,
     )
+
+
+# where the required checks came from → the reason that says so (one per protection version)
+_FROM: dict[str, str] = {}
 
 
 def checks_verdict(f: ChangeFacts, ctx: Context) -> ChecksVerdict:
     """:func:`judge_checks` of the change, once per change and context (CM-TST-1 and a
     standard change's CM-REV-1 path both ask)."""
-    memo = shared(f, ctx)
+    memo = f.memo
+    if memo.get("ctx") is not ctx:
+        memo = shared(f, ctx)
     v: ChecksVerdict | None = memo.get("checks")
     if v is None:
         v = memo["checks"] = judge_checks(f.change, ctx)
@@ -177,7 +183,19 @@ class RequiredChecks(ChangeControl):
         if c.change_type == "initial":
             return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
         v = checks_verdict(f, ctx)
-        return self.result(f.cid, v.outcome, v.reasons, repo=c.repo, evidence=(digest, *v.evidence))
+        # self.result(f.cid, v.outcome, v.reasons, repo=c.repo, evidence=(digest, *v.evidence))
+        ev = v.evidence
+        outcome = v.outcome
+        return Result(
+            control=self.id,
+            subject=f.cid,
+            outcome=outcome,
+            reasons=v.reasons,
+            repo=c.repo,
+            evidence=tuple(sorted({digest, *ev})) if ev else (digest,),
+            remediation=None if outcome in OK else self.remediation_for(outcome),
+            details={},
+        )
 
 
 class SecurityTesting(ChangeControl):
@@ -187,7 +205,7 @@ class SecurityTesting(ChangeControl):
         c = f.change
         if c.change_type == "initial":
             return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
-        prep = prepared(ctx.settings)
+        prep = f.prep if f.prep.settings is ctx.settings else prepared(ctx.settings)
         classes = prep.security
         if not classes:
             return self.res(
@@ -207,12 +225,23 @@ class SecurityTesting(ChangeControl):
                 ["no check evidence was collected for this change"],
                 digest,
             )
-        shas = _shas(c)
+        head = c.head_sha or c.merge_sha
+        mq = c.merge_queue_sha
         ok: list[str] = []
         bad: list[str] = []
         notes: list[str] = []
-        # each check on the merged commit with the security classes its name matches
-        on_head = [(r, prep.security_bits(r.name)) for r in c.checks if r.commit_sha in shas]
+        # each check on the merged commit (as in judge_checks) whose name matches a security
+        # class, with the classes it matches
+        on_head: list[tuple[CheckResult, int]] = []
+        known = prep.known_checks
+        for r in c.checks:
+            sha = r.commit_sha
+            if sha == head or (mq and sha == mq):
+                bits = known.get(r.name)
+                if bits is None:
+                    bits = prep.security_bits(r.name)
+                if bits:
+                    on_head.append((r, bits))
         merged_at = c.merged_at
         for i, (label, pats) in enumerate(classes):
             bit = 1 << i
@@ -225,7 +254,11 @@ class SecurityTesting(ChangeControl):
                     if at is not None and at <= merged_at and r.conclusion in RAN:
                         ran.append(r)
             if ran:
-                names = sorted({f"{r.name} ({r.conclusion})" for r in ran})
+                names = (
+                    [f"{ran[0].name} ({ran[0].conclusion})"]
+                    if len(ran) == 1
+                    else sorted({f"{r.name} ({r.conclusion})" for r in ran})
+                )
                 ok.append(f"{label}: {', '.join(names)}")
                 for r in ran:
                     if r.conclusion == "failure":
