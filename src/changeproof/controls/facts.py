@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from changeproof.controls.prepared import Prepared, prepared
+from changeproof.controls.prepared import Prepared, iso, prepared
 from changeproof.evidence import Actor, Change, CommitInfo, Review
 from changeproof.settings import Settings, path_matches
 
@@ -91,6 +91,37 @@ def _participants(
     if change.change_type == "direct_push" and change.merged_by is not None:
         _add(keys, labels, change.merged_by, "pusher")
     return frozenset(keys), labels
+
+
+def _participant_keys(
+    change: Change, settings: Settings, web_flow: frozenset[str]
+) -> frozenset[str]:
+    """``_participants(change, settings, web_flow)[0]`` without the labels (only ``check
+    --explain`` shows them: :attr:`ChangeFacts.participant_labels` derives them on demand)."""
+    keys: set[str] = set()
+    prev = change.author
+    if prev is not None:
+        keys.update(prev.keys())
+    allow_suggestions = settings.review.allow_suggestion_commits
+    for c in change.commits:
+        if c.author != prev:
+            keys.update(c.author.keys())
+            prev = c.author
+        if c.committer != prev and not _web_flow(c.committer, web_flow):
+            keys.update(c.committer.keys())
+            prev = c.committer
+        if not c.co_authors:
+            continue
+        if allow_suggestions and is_suggestion_commit(c, settings):
+            continue  # the suggestion co-authors stay independent (see _participants)
+        for co in c.co_authors:
+            keys.update(co.keys())
+    for ev in change.timeline:
+        if ev.actor is not None and ev.type in {"push", "force_push"}:
+            keys.update(ev.actor.keys())
+    if change.change_type == "direct_push" and change.merged_by is not None:
+        keys.update(change.merged_by.keys())
+    return frozenset(keys)
 
 
 class Approval(msgspec.Struct, frozen=True, gc=False):
@@ -176,7 +207,6 @@ class ChangeFacts(msgspec.Struct, frozen=True, kw_only=True):
 
     change: Change
     participant_keys: frozenset[str]
-    participant_labels: tuple[str, ...]
     approvals: tuple[Approval, ...]  # one per reviewer whose effective review approves
     self_approvers: tuple[str, ...]  # participants who approved at any time
     required: int
@@ -196,6 +226,13 @@ class ChangeFacts(msgspec.Struct, frozen=True, kw_only=True):
     # verdicts that more than one control needs (CM-TST-1's checks, the review controls'
     # results CM-IAC-1 repeats), kept per context: see :func:`shared`
     memo: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def participant_labels(self) -> tuple[str, ...]:
+        """Who the participants are, as ``check --explain`` shows them (derived on demand:
+        no control reads them)."""
+        prep = self.prep
+        return tuple(_participants(self.change, prep.settings, prep.web_flow)[1])
 
 
 def classes_of(f: ChangeFacts, settings: Settings) -> tuple[Prepared, tuple[int, ...] | None, int]:
@@ -251,45 +288,55 @@ def change_paths(change: Change) -> tuple[str, ...] | None:
 
 def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
     prep = prepared(settings)
-    pkeys, plabels = _participants(change, settings, prep.web_flow)
+    pkeys = _participant_keys(change, settings, prep.web_flow)
     approvals: list[Approval] = []
     independent: list[Approval] = []
     independent_at: list[str] = []
     self_approvers: set[str] = set()
     merged_at = change.merged_at
-    if change.reviews:
-        for r in effective_reviews(change).values():
+    reviews = change.reviews
+    if reviews:
+        if len(reviews) > 1:
+            effective: Any = effective_reviews(change).values()
+        else:  # effective_reviews of one review
+            r = reviews[0]
+            ok = r.submitted_at <= merged_at and r.state in _EFFECTIVE_STATES
+            effective = reviews if ok else ()
+        for r in effective:
             # a review DISMISSED before merge still tells us the reviewer's effective state
             # was approval-then-dismissed; only approvals are candidates
-            if r.state not in {"APPROVED", "DISMISSED"}:
+            state = r.state
+            if state not in {"APPROVED", "DISMISSED"}:
                 continue
             who = r.reviewer
             current = _is_current(r, change)
-            participant = bool(who.keys() & pkeys)
+            participant = bool(pkeys and who.keys() & pkeys)
             human = not prep.not_human(who.login, who.type)
             before_merge = r.submitted_at <= merged_at
-            dismissed = _dismissed_before(r, merged_at)
+            # _dismissed_before(r, merged_at)
+            dismissed = state == "DISMISSED" or (
+                r.dismissed_at is not None and r.dismissed_at <= merged_at
+            )
             a = Approval(
-                review=r,
-                name=who.login or who.email or who.name or "?",
-                current=current,
-                participant=participant,
-                human=human,
-                before_merge=before_merge,
-                dismissed=dismissed,
+                r,
+                who.login or who.email or who.name or "?",
+                current,
+                participant,
+                human,
+                before_merge,
+                dismissed,
             )
             approvals.append(a)
             # Approval.counts
             if current is True and not participant and human and before_merge and not dismissed:
                 independent.append(a)
-                independent_at.append(r.submitted_at.isoformat())
-        for r in change.reviews:
-            if (
-                (r.state == "APPROVED" or (r.state == "DISMISSED" and r.dismissed_at is not None))
-                and pkeys
-                and r.reviewer.keys() & pkeys
-            ):
-                self_approvers.add(r.reviewer.login or r.reviewer.email or "?")
+                independent_at.append(iso(r.submitted_at))
+        if pkeys:
+            for r in reviews:
+                if (
+                    r.state == "APPROVED" or (r.state == "DISMISSED" and r.dismissed_at is not None)
+                ) and r.reviewer.keys() & pkeys:
+                    self_approvers.add(r.reviewer.login or r.reviewer.email or "?")
     paths = change_paths(change)
     if paths is None:
         bits: tuple[int, ...] | None = None
@@ -306,13 +353,12 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
             union |= b
         bits = tuple(out)
     risk = detect_risk(change)
-    required = settings.required_approvals(change.repo, paths or (), risk)
+    required = prep.required_approvals(change.repo, paths, risk)
     return ChangeFacts(
         change=change,
         participant_keys=pkeys,
-        participant_labels=tuple(plabels),
         approvals=tuple(approvals),
-        self_approvers=tuple(sorted(self_approvers)),
+        self_approvers=tuple(sorted(self_approvers)) if self_approvers else (),
         required=required,
         risk=risk,
         paths=paths,
