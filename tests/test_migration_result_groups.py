@@ -119,7 +119,19 @@ def test_a_check_after_the_migration_stores_groups(workspace: Workspace, store: 
     assert {r.subject for r in results} >= {"acme/api#1"}
     with store.connect() as conn:
         n = conn.execute(sa.select(sa.func.sum(schema.result_groups.c.n))).scalar()
+        bodies = conn.execute(sa.select(schema.result_groups.c.body)).scalars().all()
     assert n == len(results)
+    assert all(bytes(b).startswith(b'{"evidence":') for b in bodies)  # the grouped layout
+    # a downgrade turns the grouped layout back into one row per result too
+    _migrate(store, "0002")
+    with store.connect() as conn:
+        back = conn.execute(
+            sa.select(OLD.c.run_id, OLD.c.control, OLD.c.subject, OLD.c.body).order_by(OLD.c.id)
+        ).all()
+    assert [(r.run_id, r.control, r.subject, bytes(r.body)) for r in back] == [
+        (run.run_id, r.control, r.subject, _enc.encode(r)) for r in results
+    ]
+    _migrate(store, SCHEMA_HEAD)
 
 
 def test_postgresql_compresses_bodies_with_lz4(store: Store) -> None:

@@ -57,7 +57,7 @@ from changeproof.evidence import (
     TeamMembership,
     record_type,
 )
-from changeproof.outcomes import SEVERITY, Outcome, Result
+from changeproof.outcomes import SEVERITY, Outcome, Result, decode_group, encode_group
 from changeproof.settings import Settings
 from changeproof.store import Store, outcome_pairs, schema, to_us
 from changeproof.vuln.lifecycle import Linkage
@@ -80,8 +80,7 @@ __all__ = [
     "vuln_linkage",
 ]
 
-_enc = msgspec.json.Encoder(order="sorted")
-_results_decoder = msgspec.json.Decoder(list[Result])
+_OUTCOMES = {o.value: o for o in Outcome}
 
 MAX_WINDOW_IDS = 50  # change ids listed per weak window (the count is always exact)
 _BYPASS_SIGNALS = ("CM-REV-1", "CM-TST-1")
@@ -147,18 +146,31 @@ def build_context(
     )
 
 
+class _Facts:
+    """What record controls need to know about a run of consecutive changes: gathered per
+    batch (in a worker process, if any) and merged in stream order by :class:`_Population`."""
+
+    __slots__ = ("hits", "spans", "suspects", "traced")
+
+    def __init__(self) -> None:
+        # per (repo, branch): first, last, changes, direct pushes, their commits, changes
+        # since the last shipped one, any shipped
+        self.spans: dict[tuple[str, str], list[Any]] = {}
+        self.suspects: list[Suspect] = []
+        self.hits: dict[str, list[Any]] = {}  # weak window -> [changes, first change ids]
+        self.traced: set[tuple[str, str]] = set()
+
+
 class _Population:
     """What record controls need to know about the streamed changes, gathered in one pass."""
 
     def __init__(self, store: Store, ctx: Context, period: Period, repo: str | None) -> None:
-        self.spans: dict[tuple[str, str], list[Any]] = {}
-        self.suspects: list[Suspect] = []
         self.worst: dict[str, Outcome] = {}
+        self.all = _Facts()
         # weak protection windows, per branch, sorted by start
         self.windows: dict[tuple[str, str], list[tuple[datetime, datetime | None, str]]] = {}
         for wid, r, b, a, z, _why in weak_windows(ctx):
             self.windows.setdefault((r, b), []).append((a, z, wid))
-        self.window_hits: dict[str, list[Any]] = {}
         # production deployments in the period, by (repo, commit), until a change lands them
         prod = set(ctx.settings.environments.production)
         self.deployed: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
@@ -169,52 +181,78 @@ class _Population:
                 self.deployed.setdefault((dep.repo, dep.commit_sha), []).append(
                     (dep.id, dep.environment, dig)
                 )
-        self.traced: set[tuple[str, str]] = set()
 
-    def observe(self, j: _Judged) -> None:
-        key = (j.repo, j.branch)
-        span = self.spans.get(key)
+    def observe(self, f: _Facts, change: Change, digest: str, failed: list[str]) -> None:
+        """One judged change into the batch's facts ``f`` (changes in stream order)."""
+        merged_at = change.merged_at
+        key = (change.repo, change.branch)
+        direct = change.change_type == "direct_push"
+        span = f.spans.get(key)
         if span is None:
-            # first, last, changes, direct pushes, their commits, unshipped since, any shipped
-            span = self.spans[key] = [j.merged_at, j.merged_at, 0, 0, 0, 0, False]
-        span[1] = j.merged_at
+            span = f.spans[key] = [merged_at, merged_at, 0, 0, 0, 0, False]
+        span[1] = merged_at
         span[2] += 1
-        span[3] += j.direct
         span[5] += 1
-        if j.direct:
-            span[4] += len(j.landed_shas)
-        if j.bypass_failed:
-            self.suspects.append(
-                Suspect(j.id, j.repo, j.branch, j.merged_at, j.bypass_failed, j.digest)
+        if direct:
+            span[3] += 1
+            span[4] += len(change.landed_shas)
+        if failed:
+            f.suspects.append(
+                Suspect(change.id, change.repo, change.branch, merged_at, tuple(failed), digest)
             )
         wins = self.windows.get(key)
         if wins:
-            i = bisect.bisect_right(wins, j.merged_at, key=lambda w: w[0])
+            i = bisect.bisect_right(wins, merged_at, key=lambda w: w[0])
             if i:
                 _, z, wid = wins[i - 1]
-                if z is None or j.merged_at < z:
-                    hit = self.window_hits.setdefault(wid, [0, []])
+                if z is None or merged_at < z:
+                    hit = f.hits.setdefault(wid, [0, []])
                     hit[0] += 1
                     if len(hit[1]) < MAX_WINDOW_IDS:
-                        hit[1].append(j.id)
+                        hit[1].append(change.id)
         if self.deployed:
-            for sha in j.landed_shas:
-                if (j.repo, sha) in self.deployed:
-                    self.traced.add((j.repo, sha))
+            for sha in change.landed_shas:
+                if (change.repo, sha) in self.deployed:
+                    f.traced.add((change.repo, sha))
                     span[5], span[6] = 0, True  # this change and every earlier one shipped
+
+    def merge(self, f: _Facts) -> None:
+        """A batch's facts, after every batch before it."""
+        spans = self.all.spans
+        for key, s in f.spans.items():
+            span = spans.get(key)
+            if span is None:
+                spans[key] = s
+                continue
+            span[1] = s[1]
+            span[2] += s[2]
+            span[3] += s[3]
+            span[4] += s[4]
+            if s[6]:
+                span[5], span[6] = s[5], True
+            else:
+                span[5] += s[5]
+        self.all.suspects.extend(f.suspects)
+        for wid, (n, ids) in f.hits.items():
+            hit = self.all.hits.setdefault(wid, [0, []])
+            hit[0] += n
+            hit[1].extend(ids[: MAX_WINDOW_IDS - len(hit[1])])
+        self.all.traced |= f.traced
 
     def gathered(self, store: Store, period: Period, repo: str | None) -> dict[str, Any]:
         untraced: list[tuple[str, str, str, str, str]] = []
+        traced = self.all.traced
         for (r, sha), deps in sorted(self.deployed.items()):
-            if (r, sha) in self.traced or store.change_for_commit(r, sha) is not None:
+            if (r, sha) in traced or store.change_for_commit(r, sha) is not None:
                 continue
             untraced.extend((dep_id, r, env, sha, dig) for dep_id, env, dig in deps)
+        spans = self.all.spans
         return {
-            "spans": {k: Span(v[0], v[1], v[2], v[3], v[4]) for k, v in self.spans.items()},
-            "suspect_bypasses": tuple(self.suspects),
-            "windows": {k: (v[0], tuple(v[1])) for k, v in self.window_hits.items()},
+            "spans": {k: Span(v[0], v[1], v[2], v[3], v[4]) for k, v in spans.items()},
+            "suspect_bypasses": tuple(self.all.suspects),
+            "windows": {k: (v[0], tuple(v[1])) for k, v in self.all.hits.items()},
             "untraced_deployments": tuple(untraced),
-            "unshipped": {k: v[5] for k, v in self.spans.items() if v[6] and v[5]},
+            "unshipped": {k: v[5] for k, v in spans.items() if v[6] and v[5]},
             "locker_missing": _locker_missing(store, period, repo),
         }
 
@@ -246,10 +284,10 @@ class ResultGroup(NamedTuple):
     worst: str
     n: int
     digest: str  # sha256 of body; "" when the body was not encoded (see bodies_for)
-    body: bytes  # the results' canonical JSON array
+    body: bytes  # the results as canonical JSON (outcomes.encode_group)
 
     def results(self) -> list[Result]:
-        return _results_decoder.decode(self.body)
+        return decode_group(self.body)
 
 
 _Group = tuple[str, str | None, str, str, int, str, bytes]  # a ResultGroup's fields
@@ -263,7 +301,7 @@ def result_group(results: list[Result], *, encode: bool = True) -> _Group:
     # Outcome is a StrEnum: concatenation gives its value (without the enum's slow .value)
     outcomes = " ".join([r.control + ":" + o for r, o in zip(results, outs, strict=True)])
     if encode:
-        body = _enc.encode(results)
+        body = encode_group(results)
         digest = hashlib.sha256(body).hexdigest()
     else:
         body, digest = b"", ""
@@ -295,31 +333,48 @@ def result_groups(
     )
 
 
-class _Judged(NamedTuple):
-    """What the evaluator keeps of one change on a controlled branch once it is judged.
-    Worker processes send these back, so the parts are plain values (plain tuples and
-    strings pickle several times faster than named tuples and enums)."""
+class _Chunk(NamedTuple):
+    """Stored groups of a batch of changes (or a run of record results) with what the check
+    counts and the record controls need from them. Workers send these back: per-batch
+    totals and parallel lists keep the main process's work per change small."""
 
-    id: str
-    repo: str
-    branch: str
-    merged_at: datetime
-    direct: bool
-    landed_shas: tuple[str, ...]
-    digest: str
-    groups: tuple[_Group, ...]
-    worst: str
-    review_testing: str  # the worst review/testing outcome (what CM-DEP-1 asks about)
-    participants: frozenset[str] | None  # only under the release-manager deployment model
-    iac_approvals: Mapping[str, str] | None  # CM-IAC-1 publishes approval times for CM-IAC-2
-    bypass_failed: tuple[str, ...]
+    groups: list[_Group]
+    digests: str  # the groups' digests, concatenated in order (the run digest hashes them)
+    tokens: Counter[str]  # "CONTROL:outcome" -> results
+    results: int
+    ids: list[str]  # the judged changes (on controlled branches), in order
+    worst: list[str]  # each one's worst outcome
+    review_testing: list[str]  # each one's worst review/testing outcome (CM-DEP-1 asks)
+    participants: dict[str, frozenset[str]]  # only under the release-manager model
+    iac_approvals: dict[str, Mapping[str, str]]  # CM-IAC-1 publishes these for CM-IAC-2
+    facts: _Facts | None
+
+
+def _chunk(groups: list[_Group], **judged: Any) -> _Chunk:
+    tokens: Counter[str] = Counter()
+    tokens.update(" ".join([g[2] for g in groups]).split())
+    return _Chunk(
+        groups,
+        "".join([g[5] for g in groups]),
+        tokens,
+        sum([g[4] for g in groups]),
+        judged.get("ids", []),
+        judged.get("worst", []),
+        judged.get("review_testing", []),
+        judged.get("participants", {}),
+        judged.get("iac_approvals", {}),
+        judged.get("facts"),
+    )
 
 
 class _Judge:
     """Judges changes from their stored bodies; runs in-process or in a worker process."""
 
-    def __init__(self, ctx: Context, bodies_for: frozenset[str] | None = None) -> None:
+    def __init__(
+        self, ctx: Context, pop: _Population, bodies_for: frozenset[str] | None = None
+    ) -> None:
         self.ctx = ctx
+        self.pop = pop  # read-only here: the weak windows and deployments to match
         # None: every row with its canonical body and digest; else only these subjects' rows
         # (the others are counted, never stored or decoded: the audit)
         self.bodies_for = bodies_for
@@ -330,10 +385,42 @@ class _Judge:
         self.decode = msgspec.json.Decoder(Change).decode
         self.controlled: dict[tuple[str, str], bool] = {}
 
-    def batch(self, rows: list[tuple[str, bytes]]) -> list[_Judged | None]:
-        return [self.one(digest, self.decode(body)) for digest, body in rows]
+    def batch(self, rows: list[tuple[str, bytes]]) -> _Chunk:
+        groups: list[_Group] = []
+        ids: list[str] = []
+        worst: list[str] = []
+        rt: list[str] = []
+        parts: dict[str, frozenset[str]] = {}
+        iac: dict[str, Mapping[str, str]] = {}
+        facts = _Facts()
+        decode = self.decode
+        for digest, body in rows:
+            change = decode(body)
+            judged = self.one(digest, change, facts)
+            if judged is None:
+                continue
+            results, gs, review_testing, approvals = judged
+            groups.extend(gs)
+            ids.append(change.id)
+            worst.append(gs[0][3] if len(gs) == 1 else _worst(results).value)
+            rt.append(review_testing)
+            if self.need_participants:
+                parts[change.id] = participants(change, self.settings)[0]
+            if approvals:
+                iac[change.id] = approvals
+        return _chunk(
+            groups,
+            ids=ids,
+            worst=worst,
+            review_testing=rt,
+            participants=parts,
+            iac_approvals=iac,
+            facts=facts,
+        )
 
-    def one(self, digest: str, change: Change) -> _Judged | None:
+    def one(
+        self, digest: str, change: Change, facts: _Facts
+    ) -> tuple[list[Result], tuple[_Group, ...], str, Mapping[str, str] | None] | None:
         settings = self.settings
         promotion_source = self.index is not None and is_promotion_source(settings, change.branch)
         where = (change.repo, change.branch)
@@ -366,22 +453,8 @@ class _Judge:
         if promotion_source and rev1 is not None:
             assert self.index is not None
             self.index.observe(change, rev1)
-        groups = result_groups(results, self.bodies_for)
-        return _Judged(
-            change.id,
-            change.repo,
-            change.branch,
-            change.merged_at,
-            change.change_type == "direct_push",
-            change.landed_shas,
-            digest,
-            groups,
-            groups[0][3] if len(groups) == 1 else _worst(results).value,
-            str.__str__(rt),
-            participants(change, settings)[0] if self.need_participants else None,
-            iac,
-            tuple(failed),
-        )
+        self.pop.observe(facts, change, digest, failed)
+        return results, result_groups(results, self.bodies_for), str.__str__(rt), iac
 
 
 def _worker_start() -> None:
@@ -437,10 +510,11 @@ def _judge_all(
     jobs: int,
     parallel_from: int,
     first_of_repo: dict[str, str],
-) -> Iterator[_Judged | None]:
-    """Every change in scope judged, in stream order. With ``jobs`` > 1 (and no promotion
-    chains, whose index makes each promotion depend on the changes before it) batches are
-    judged by a pool of worker processes, a bounded number in flight, results in order."""
+) -> Iterator[_Chunk]:
+    """Every change in scope judged, a batch at a time, in stream order. With ``jobs`` > 1
+    (and no promotion chains, whose index makes each promotion depend on the changes before
+    it) batches are judged by a pool of worker processes, a bounded number in flight,
+    answers in order."""
     from changeproof import forkpool
 
     parallel = (
@@ -458,12 +532,11 @@ def _judge_all(
 
     if not parallel:
         for batch in batches():
-            yield from judge.batch(batch)
+            yield judge.batch(batch)
         return
     # The workers fork before the stream opens (ordered_map forks first, then pulls batches):
     # they inherit the judge and its context, and no open cursor.
-    for judged in forkpool.ordered_map(judge.batch, batches(), jobs, setup=_worker_start):
-        yield from judged
+    yield from forkpool.ordered_map(judge.batch, batches(), jobs, setup=_worker_start)
 
 
 def iter_result_groups(
@@ -474,20 +547,22 @@ def iter_result_groups(
     period: Period | None = None,
     repo: str | None = None,
     ctx: Context | None = None,
-    on_change: Callable[[], None] | None = None,
+    on_change: Callable[[int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
     bodies_for: frozenset[str] | None = None,
-) -> Generator[tuple[_Group, ...], None, None]:
-    """Every result of the period as stored groups (:class:`ResultGroup`'s fields as a plain
-    tuple): one per change with all its results, then one per record control's result.
+) -> Generator[_Chunk, None, None]:
+    """Every result of the period as stored groups (:class:`ResultGroup`'s fields as plain
+    tuples), a chunk at a time: one group per change with all its results, then one per
+    record control's result. ``on_change(n)`` hears of every ``n`` changes judged.
 
-    Groups, not rows: per-result Python and database work in the main process is what
-    limits a check once workers judge. ``jobs`` > 1 judges changes in that many worker processes once the store
-    holds at least ``parallel_from`` changes (results, order and digests as in-process).
-    With ``bodies_for``, groups of other subjects come with an empty digest and body (not
-    encoded at all: for consumers that count most results and read few, the audit)."""
+    Groups and chunks, not rows: per-result and per-change Python work in the main process
+    is what limits a check once workers judge. ``jobs`` > 1 judges changes in that many
+    worker processes once the store holds at least ``parallel_from`` changes (results, order
+    and digests as in-process). With ``bodies_for``, groups of other subjects come with an
+    empty digest and body (not encoded at all: for consumers that count most results and
+    read few, the audit)."""
     p = period or Period(None, None)
     base_extra = {**(extra or {}), "period": (p.start, p.end)}
     if ctx is None:
@@ -497,26 +572,24 @@ def iter_result_groups(
     pop = _Population(store, ctx, p, repo)
     if settings.promotions:
         ctx = dataclasses.replace(ctx, extra={**ctx.extra, INDEX_KEY: PromotionIndex()})
-    judge = _Judge(ctx, bodies_for)
+    judge = _Judge(ctx, pop, bodies_for)
     iac_approvals: dict[str, Mapping[str, str]] = {}
     # for deployments made without the gate: each change's review/testing verdict, and (only
     # under the release-manager model) its participants
     review_testing: dict[str, Outcome] = {}
     change_participants: dict[str, frozenset[str]] = {}
     first_of_repo: dict[str, str] = {}
-    for j in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo):
-        if j is None:
-            continue
-        pop.worst[j.id] = Outcome(j.worst)
-        review_testing[j.id] = Outcome(j.review_testing)
-        if j.participants is not None:
-            change_participants[j.id] = j.participants
-        if j.iac_approvals:
-            iac_approvals[j.id] = j.iac_approvals
-        pop.observe(j)
-        yield j.groups
-        if on_change is not None:
-            on_change()
+    outcome = _OUTCOMES.__getitem__
+    for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo):
+        if chunk.facts is not None:
+            pop.merge(chunk.facts)
+        pop.worst.update(zip(chunk.ids, map(outcome, chunk.worst), strict=True))
+        review_testing.update(zip(chunk.ids, map(outcome, chunk.review_testing), strict=True))
+        change_participants.update(chunk.participants)
+        iac_approvals.update(chunk.iac_approvals)
+        yield chunk
+        if on_change is not None and chunk.ids:
+            on_change(len(chunk.ids))
     if not RECORD_CONTROLS:
         return
     shipped = shipped_changes(store, settings, repo=repo)
@@ -555,10 +628,14 @@ def iter_result_groups(
             REPOS_KEY: first_of_repo,
         },
     )
+    groups: list[_Group] = []
     for control in RECORD_CONTROLS:
         for subject, dig in control.subjects(ctx):
             r = apply_exceptions(control.evaluate(subject, ctx, dig), frozenset(), ctx)
-            yield (result_group([r]),)
+            groups.append(result_group([r]))
+            if len(groups) >= _BATCH:
+                yield _chunk(groups)
+                groups = []
         if control.record_kind is None:
             continue
         for dig, rec in store.iter_records(record_type(control.record_kind), repo=repo):
@@ -568,7 +645,12 @@ def iter_result_groups(
             if p.end is not None and occurred >= p.end:
                 continue
             r = apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx)
-            yield (result_group([r]),)
+            groups.append(result_group([r]))
+            if len(groups) >= _BATCH:
+                yield _chunk(groups)
+                groups = []
+    if groups:
+        yield _chunk(groups)
 
 
 def iter_results(
@@ -579,19 +661,19 @@ def iter_results(
     period: Period | None = None,
     repo: str | None = None,
     ctx: Context | None = None,
-    on_change: Callable[[], None] | None = None,
+    on_change: Callable[[int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> Generator[Result, None, None]:
-    """:func:`iter_result_groups`, each row decoded to its :class:`Result`."""
-    groups = iter_result_groups(
+    """:func:`iter_result_groups`, each group decoded to its :class:`Result` objects."""
+    chunks = iter_result_groups(
         store, settings, now, period=period, repo=repo, ctx=ctx, on_change=on_change, extra=extra
     )
     try:
-        for group in groups:
-            for row in group:
-                yield from _results_decoder.decode(row[6])
+        for chunk in chunks:
+            for group in chunk.groups:
+                yield from decode_group(group[6])
     finally:
-        groups.close()
+        chunks.close()
 
 
 def vuln_linkage(
@@ -763,7 +845,7 @@ class _ResultWriter:
             head = self.sql.split(" VALUES ", 1)[0]
             self.many_sql = f"{head} VALUES {', '.join(one for _ in range(self.per))}"
 
-    def add_group(self, group: tuple[_Group, ...]) -> None:
+    def add_groups(self, group: Iterable[_Group]) -> None:
         run_id = self.run_id
         if self.order == (0, 1, 2, 3, 4, 5, 6, 7):
             self.rows.extend([(run_id, *g) for g in group])
@@ -851,14 +933,14 @@ def run_check(
     period: Period | None = None,
     repo: str | None = None,
     keep: Callable[[ResultGroup], None] | None = None,
-    on_change: Callable[[], None] | None = None,
+    on_change: Callable[[int], None] | None = None,
     extra: Mapping[str, Any] | None = None,
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
 ) -> CheckRun:
     """Evaluate every change in scope and store the results as one run. ``keep`` sees every
-    stored group (``group.results()`` decodes its results); ``jobs`` > 1 judges changes in
-    worker processes."""
+    stored group (``group.results()`` decodes its results); ``on_change(n)`` hears of every
+    ``n`` changes judged; ``jobs`` > 1 judges changes in worker processes."""
     with _gc_relaxed():
         return _run_check(
             store,
@@ -897,7 +979,7 @@ def _run_check(
     period: Period | None,
     repo: str | None,
     keep: Callable[[ResultGroup], None] | None,
-    on_change: Callable[[], None] | None,
+    on_change: Callable[[int], None] | None,
     extra: Mapping[str, Any] | None,
     jobs: int,
     parallel_from: int,
@@ -935,14 +1017,13 @@ def _run_check(
         )
         tokens: Counter[str] = Counter()  # "CONTROL:outcome" -> results
         try:
-            for group in stream:
-                for g in group:
-                    agg.update(g[5].encode())
-                    tokens.update(g[2].split())
-                    count += g[4]
-                write.add_group(group)
+            for chunk in stream:
+                agg.update(chunk.digests.encode())
+                tokens.update(chunk.tokens)
+                count += chunk.results
+                write.add_groups(chunk.groups)
                 if keep is not None:
-                    for g in group:
+                    for g in chunk.groups:
                         keep(ResultGroup(*g))
         except BaseException:
             write.abort()  # stop the writer before the transaction rolls back
@@ -968,4 +1049,4 @@ def stored_results(store: Store, run_id: int, subject: str | None = None) -> lis
     if subject is not None:
         q = q.where(t.c.subject == subject)
     with store.connect() as conn:
-        return [r for (b,) in conn.execute(q.order_by(t.c.id)) for r in _results_decoder.decode(b)]
+        return [r for (b,) in conn.execute(q.order_by(t.c.id)) for r in decode_group(b)]

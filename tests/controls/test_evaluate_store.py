@@ -87,7 +87,7 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
     with store.engine.begin() as conn:
         w = _ResultWriter(conn, 6, batch=3_000)
         for r in many:
-            w.add_group((result_group([r]),))
+            w.add_groups((result_group([r]),))
         w.close()
         stored = conn.execute(
             sa.select(schema.result_groups.c.subject, schema.result_groups.c.body)
@@ -98,7 +98,7 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
     with store.engine.begin() as conn:
         w = _ResultWriter(conn, 7, batch=4)
         for r in rows:
-            w.add_group((result_group([r]),))
+            w.add_groups((result_group([r]),))
         w.close()
         got = (
             conn.execute(
@@ -115,7 +115,7 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
         w = _ResultWriter(conn, 8, batch=2)
         w.sql = w.sql.replace("INSERT INTO result_groups", "INSERT INTO no_such_table")
         for r in rows[:6]:
-            w.add_group((result_group([r]),))
+            w.add_groups((result_group([r]),))
         w.close()
     with store.connect() as conn:
         n = conn.execute(

@@ -126,10 +126,12 @@ def test_groups_carry_bodies_only_for_the_subjects_asked_for(
 ) -> None:
     put(workspace, store, *_variety())
     settings = Settings(testing=Testing(required_checks=("build", "test")))
-    full = [r for g in iter_result_groups(store, settings, NOW) for r in g]
+    full = [g for c in iter_result_groups(store, settings, NOW) for g in c.groups]
     wanted = frozenset({"acme/api#2", "acme/web#7"})
     lean = [
-        r for g in iter_result_groups(store, settings, NOW, jobs=jobs, bodies_for=wanted) for r in g
+        g
+        for c in iter_result_groups(store, settings, NOW, jobs=jobs, bodies_for=wanted)
+        for g in c.groups
     ]
     # the same groups in the same order; bodies and digests only where asked (and for the
     # record controls' results, which are few)

@@ -508,8 +508,8 @@ def _evaluate(
 ) -> dict[str, Counter[str]]:
     """Run every registered control over the period; keep counts, and the sample's results."""
     from changeproof.evaluate import Period, iter_result_groups
+    from changeproof.outcomes import decode_group as decode
 
-    decode = msgspec.json.Decoder(list[Result]).decode
     link: dict[str, list[Sampled]] = defaultdict(list)
     for s in sampled:
         link[s.row.id].append(s)
@@ -524,18 +524,18 @@ def _evaluate(
     seen: set[tuple[str, str]] = set()
     repos: list[str | None] = list(req.repos) if req.repos else [None]
     for repo in repos:
-        for group in iter_result_groups(
+        for chunk in iter_result_groups(
             store,
             settings,
             req.now,
             period=Period(req.start, req.end),
             repo=repo,
-            on_change=(lambda: advance(1)) if advance is not None else None,
+            on_change=advance,
             extra=extra,
             jobs=jobs,
             bodies_for=frozenset(link),
         ):
-            for subject, _repo, outcomes, _worst, _n, _digest, body in group:
+            for subject, _repo, outcomes, _worst, _n, _digest, body in chunk.groups:
                 linked = link.get(subject, ())
                 decoded: list[Result] | None = None
                 for i, (control, outcome) in enumerate(outcome_pairs(outcomes)):

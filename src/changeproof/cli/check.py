@@ -140,7 +140,7 @@ def check(
                 period=Period(start, end),
                 repo=repo,
                 keep=keep,
-                on_change=lambda: advance(1),
+                on_change=advance,
                 extra=_locker_report(ws, store),
                 jobs=jobs or default_jobs(),
             )

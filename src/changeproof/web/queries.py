@@ -19,7 +19,7 @@ from changeproof.evidence import (
     GateDecision,
     RetroReview,
 )
-from changeproof.outcomes import SEVERITY, Outcome
+from changeproof.outcomes import SEVERITY, Outcome, decode_group
 from changeproof.settings import Settings
 from changeproof.store import Store, from_us, outcome_pairs, schema
 
@@ -142,9 +142,11 @@ def results(
             else {}
         )
     out: list[dict[str, Any]] = []
+    as_json = msgspec.json.Encoder(order="sorted").encode
     for gid in sorted(page):
-        items = msgspec.json.decode(bodies[gid])
-        out.extend(items[i] for i in page[gid])
+        items = decode_group(bodies[gid])
+        # each result as its own canonical JSON object reads (keys sorted, lists)
+        out.extend(msgspec.json.decode(as_json(items[i])) for i in page[gid])
     return total, out
 
 

@@ -123,6 +123,10 @@ def upgrade() -> None:
 def downgrade() -> None:
     import msgspec
 
+    from changeproof.outcomes import decode_group
+
+    encode = msgspec.json.Encoder(order="sorted").encode
+
     old = _results_table()
     old.create(op.get_bind())
     op.create_index("ix_results_run_control", "results", ["run_id", "control"])
@@ -133,10 +137,16 @@ def downgrade() -> None:
     q = sa.select(groups).order_by(groups.c.id).execution_options(yield_per=_BATCH)
     for g in conn.execute(q):
         tokens = g.outcomes.split()
-        parts = msgspec.json.decode(bytes(g.body), type=list[msgspec.Raw])
-        for token, raw in zip(tokens, parts, strict=True):
+        stored = bytes(g.body)
+        # a JSON array of results (what this migration made), or the grouped layout runs
+        # stored since (outcomes.encode_group): each result's own canonical JSON either way
+        parts = (
+            [bytes(raw) for raw in msgspec.json.decode(stored, type=list[msgspec.Raw])]
+            if stored[:1] == b"["
+            else [encode(r) for r in decode_group(stored)]
+        )
+        for token, body in zip(tokens, parts, strict=True):
             control, outcome = token.rsplit(":", 1)
-            body = bytes(raw)
             batch.append(
                 {
                     "run_id": g.run_id,
