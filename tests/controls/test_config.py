@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from changeproof.controls.config import effective, exposure, protection_problems
+from changeproof.controls.base import Context
+from changeproof.controls.config import (
+    BypassExposure,
+    EffectiveProtection,
+    Span,
+    _DailyConfigControl,
+    _windows,
+    day_range,
+    effective,
+    exposure,
+    pairs,
+    protection_problems,
+    versions_during,
+    window_subject,
+)
 from changeproof.evidence import Bypass, ProtectionSnapshot
-from changeproof.outcomes import Outcome
+from changeproof.outcomes import SEVERITY, Outcome
 from changeproof.settings import Identities, Settings
 from changeproof.store import Store
 from changeproof.workspace import Workspace
@@ -239,3 +254,77 @@ def test_weak_protection_is_reported_even_when_the_change_passes(
     rs = results(store, Settings(), NOW, start=D0, end=D0 + timedelta(days=2))
     assert pick(rs, "CM-REV-1")[0].outcome is Outcome.PASS
     assert pick(rs, "CM-CFG-1")[0].outcome is Outcome.FAIL
+
+
+def _day_by_day(
+    control: EffectiveProtection | BypassExposure, ctx: Context
+) -> list[tuple[str, Outcome, tuple[str, ...], str]]:
+    """CM-CFG-1/2's windows computed the plain way, judging every day on its own."""
+    out = []
+    for pair in pairs(ctx):
+        rng = day_range(ctx, pair)
+        if rng is None:
+            continue
+        snaps = ctx.protections.get(pair, ())
+        days = []
+        d = rng[0]
+        while d <= rng[1]:
+            a = datetime.combine(d, datetime.min.time(), tzinfo=UTC)
+            found, from_start = versions_during(snaps, a, a + timedelta(days=1))
+            judged: list[tuple[Outcome, list[str]]] = []
+            if not from_start:
+                judged = [
+                    (
+                        Outcome.INDETERMINATE,
+                        [
+                            "no protection snapshot was in force at the start of the day: "
+                            "the configuration then is unknown"
+                        ],
+                    )
+                ]
+            for _dig, snap in found:
+                o, rs = control.judge_version(effective(snap), ctx.settings, pair[0])
+                seen = snap.provenance.occurred_at.isoformat()
+                judged.append((o, [f"{r} (as observed {seen})" for r in rs]))
+            worst_o = max((o for o, _ in judged), key=SEVERITY.__getitem__)
+            why = tuple(r for o, rs in judged if o is worst_o for r in rs)
+            days.append((d, d, worst_o, why, tuple(sorted({x for x, _ in found}))))
+            d += timedelta(days=1)
+        for a_day, b_day, o, why, ev in _windows(days):
+            out.append((window_subject(*pair, a_day, b_day), o, why, "|".join(ev)))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_cfg_windows_equal_judging_every_day(seed: int) -> None:
+    rng = random.Random(seed)
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    weak = layer(required_approvals=0)
+    protections = {}
+    for branch in ("main", "release"):
+        times = sorted(
+            start
+            + timedelta(days=rng.randrange(-5, 60), hours=rng.choice((0, 0, 3, 23)))
+            + timedelta(minutes=rng.choice((0, 0, 1, 59)))
+            for _ in range(rng.randrange(0, 9))
+        )
+        protections[("acme/api", branch)] = tuple(
+            (f"{branch}{i:02d}", snapshot(t, rng.choice((layer(), weak)), branch=branch))
+            for i, t in enumerate(times)
+        )
+    spans = {
+        ("acme/api", "main"): Span(start + timedelta(days=rng.randrange(0, 20)), start, 1, 0, 0)
+    }
+    for period in ((None, None), (start + timedelta(days=3), start + timedelta(days=40))):
+        ctx = Context(
+            settings=Settings(),
+            now=start + timedelta(days=70, hours=rng.randrange(24)),
+            protections=protections,
+            extra={"period": period, "spans": spans},
+        )
+        for control in (EffectiveProtection(), BypassExposure()):
+            got = [
+                (s[0], s[2], tuple(s[3]), dig)
+                for s, dig in _DailyConfigControl.subjects(control, ctx)
+            ]
+            assert got == _day_by_day(control, ctx)

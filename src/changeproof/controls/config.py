@@ -288,17 +288,17 @@ def versions_during(
 
 
 def _windows(
-    days: Iterable[tuple[date, Outcome, tuple[str, ...], tuple[str, ...]]],
+    days: Iterable[tuple[date, date, Outcome, tuple[str, ...], tuple[str, ...]]],
 ) -> list[tuple[date, date, Outcome, tuple[str, ...], tuple[str, ...]]]:
-    """Merge consecutive days with the same verdict and reasons into windows (evidence: all
-    the versions in force during the window)."""
+    """Merge consecutive runs of days with the same verdict and reasons into windows
+    (evidence: all the versions in force during the window)."""
     out: list[tuple[date, date, Outcome, tuple[str, ...], tuple[str, ...]]] = []
-    for d, o, reasons, ev in days:
+    for first, last, o, reasons, ev in days:
         if out and out[-1][2] == o and out[-1][3] == reasons:
             a, _, _, _, prev_ev = out[-1]
-            out[-1] = (a, d, o, reasons, tuple(sorted({*prev_ev, *ev})))
+            out[-1] = (a, last, o, reasons, tuple(sorted({*prev_ev, *ev})))
         else:
-            out.append((d, d, o, reasons, ev))
+            out.append((first, last, o, reasons, ev))
     return out
 
 
@@ -322,11 +322,23 @@ class _DailyConfigControl(RecordControl):
                 continue
             snaps = ctx.protections.get(pair, ())
             cache: dict[str, tuple[Outcome, list[str]]] = {}
-            days: list[tuple[date, Outcome, tuple[str, ...], tuple[str, ...]]] = []
+            days: list[tuple[date, date, Outcome, tuple[str, ...], tuple[str, ...]]] = []
             d = rng[0]
             while d <= rng[1]:
                 a, b = _day_bounds(d)
                 found, from_start = versions_during(snaps, a, b)
+                # A day in which no new version was observed is judged as every following
+                # day is until the next observation's day: one run, not one pass per day.
+                last = d
+                if len(found) == from_start:
+                    i = bisect.bisect_right(snaps, a, key=lambda x: x[1].provenance.occurred_at)
+                    last = (
+                        snaps[i][1].provenance.occurred_at.astimezone(UTC).date()
+                        - timedelta(days=1)
+                        if i < len(snaps)
+                        else rng[1]
+                    )
+                    last = min(last, rng[1])
                 judged: list[tuple[Outcome, list[str]]] = []
                 if not from_start:
                     judged.append(
@@ -347,8 +359,9 @@ class _DailyConfigControl(RecordControl):
                 day_outcome = worst([o for o, _ in judged])
                 # the day is as good as its worst version: only that version's reasons explain it
                 reasons = [r for o, rs in judged if o is day_outcome for r in rs]
-                days.append((d, day_outcome, tuple(reasons), tuple(sorted({x for x, _ in found}))))
-                d += timedelta(days=1)
+                ev = tuple(sorted({x for x, _ in found}))
+                days.append((d, last, day_outcome, tuple(reasons), ev))
+                d = last + timedelta(days=1)
             for a_day, b_day, o, why, ev in _windows(days):
                 subject = window_subject(pair[0], pair[1], a_day, b_day)
                 out.append(((subject, pair[0], o, why), "|".join(ev)))
