@@ -220,10 +220,19 @@ def _record(c: Change, risk: str | None) -> tuple[dict[str, str], str]:
         found["risk"] = found.get("risk", "label or body")
     if "affected_systems" not in found and c.labels:
         for lb in c.labels:
-            if _SYSTEM_LABEL.match(lb):
+            system = _SYSTEM_LABELS.get(lb)
+            if system is None:
+                if len(_SYSTEM_LABELS) >= _MEMO_MAX:
+                    _SYSTEM_LABELS.clear()
+                system = _SYSTEM_LABELS[lb] = _SYSTEM_LABEL.match(lb) is not None
+            if system:
                 found["affected_systems"] = "label"
                 break
     return found, body
+
+
+# label → whether it names an affected system (labels recur from change to change)
+_SYSTEM_LABELS: dict[str, bool] = {}
 
 
 # body → what :func:`_body_fields` says of it. A pure function of the body, memoised for

@@ -260,11 +260,26 @@ def shared(f: ChangeFacts, ctx: object) -> dict[str, Any]:
     return memo
 
 
+# label → the risk level it names, "" when it names none (labels recur from change to change)
+_LABEL_RISK: dict[str, str] = {}
+
+
+def _label_risk(label: str) -> str:
+    m = RISK_LABEL_RE.match(label.strip())
+    out = m.group(1).lower() if m else ""
+    if len(_LABEL_RISK) >= 50_000:
+        _LABEL_RISK.clear()
+    _LABEL_RISK[label] = out
+    return out
+
+
 def detect_risk(change: Change) -> str | None:
     for label in change.labels:
-        m = RISK_LABEL_RE.match(label.strip())
-        if m:
-            return m.group(1).lower()
+        level = _LABEL_RISK.get(label)
+        if level is None:
+            level = _label_risk(label)
+        if level:
+            return level
     body = change.body
     # RISK_RE needs a ":" or "=" (no other character matches them, whatever the case)
     m = RISK_RE.search(body) if body and (":" in body or "=" in body) else None

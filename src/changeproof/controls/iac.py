@@ -149,22 +149,20 @@ class InfrastructureReviewed(ChangeControl):
     def judge(self, f: ChangeFacts, ctx: Context, digest: str) -> Result:
         c = f.change
         details = approval_details(f)
+        # the common verdicts first, without the closure below
+        if c.change_type == "initial":
+            return self._res(f, NOT_APPLICABLE, _INITIAL, digest, details)
+        if f.paths is None:
+            return self._res(f, INDETERMINATE, _NO_FILES, digest, details)
+        classes = infrastructure_classes(f, ctx.settings)
+        if not classes:
+            return self._res(f, NOT_APPLICABLE, _NO_INFRA, digest, details)
 
         def res(outcome: Outcome, reasons: list[str], extra: tuple[str, ...] = ()) -> Result:
             return self.result(
                 f.cid, outcome, reasons, repo=c.repo, evidence=(digest, *extra), details=details
             )
 
-        if c.change_type == "initial":
-            return res(NOT_APPLICABLE, ["the repository's initial commit"])
-        if f.paths is None:
-            return res(
-                INDETERMINATE,
-                ["the changed files are unknown, so infrastructure paths cannot be recognised"],
-            )
-        classes = infrastructure_classes(f, ctx.settings)
-        if not classes:
-            return res(NOT_APPLICABLE, ["touches no infrastructure, IAM or migration path"])
         what = "infrastructure change — " + "; ".join(f"{n}: {_few(h)}" for n, h in classes)
         outcomes: list[Outcome] = []
         problems: list[str] = []
@@ -206,6 +204,32 @@ class InfrastructureReviewed(ChangeControl):
         if inf.team is not None:
             reasons.append(f"team {inf.team} approval present")
         return res(Outcome.PASS, reasons, tuple(read))
+
+
+    def _res(
+        self,
+        f: ChangeFacts,
+        outcome: Outcome,
+        reasons: tuple[str, ...],
+        digest: str,
+        details: dict[str, str],
+    ) -> Result:
+        # self.result(f.cid, outcome, reasons, repo=…, evidence=(digest,), details=details)
+        return Result(
+            control=self.id,
+            subject=f.cid,
+            outcome=outcome,
+            reasons=reasons,
+            repo=f.change.repo,
+            evidence=(digest,),
+            remediation=self.remediation_for(outcome),
+            details=details or {},
+        )
+
+
+_INITIAL = ("the repository's initial commit",)
+_NO_FILES = ("the changed files are unknown, so infrastructure paths cannot be recognised",)
+_NO_INFRA = ("touches no infrastructure, IAM or migration path",)
 
 
 # --- CM-IAC-2 -------------------------------------------------------------------------------

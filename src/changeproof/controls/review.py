@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 from changeproof.controls.base import Context, Control
-from changeproof.controls.facts import ChangeFacts, shared
+from changeproof.controls.facts import Approval, ChangeFacts, shared
 from changeproof.controls.standard import promotion_path, standard_change
 from changeproof.outcomes import (
     FAIL,
@@ -102,13 +102,15 @@ class IndependentApproval(ReviewControl):
         ok = f.independent
         need = f.required
         reasons: list[str] = []
-        for a in f.approvals:
-            why = a.why_not()
-            if why:
-                reasons.append(f"not counted: {why}")
-        names = ", ".join(sorted(a.name for a in ok))
+        if len(f.approvals) != len(ok):  # the approvals that count say no why_not
+            for a in f.approvals:
+                why = a.why_not()
+                if why:
+                    reasons.append(f"not counted: {why}")
+        names = ok[0].name if len(ok) == 1 else ", ".join(sorted(a.name for a in ok))
         if len(ok) >= need:
-            alt = _alternative_paths(f, ctx, path1_passed=True)
+            # with path 1 passed, only a promotion chain adds to the reasons
+            alt = _alternative_paths(f, ctx, path1_passed=True) if ctx.settings.promotions else None
             return self.res(
                 f,
                 PASS,
@@ -196,20 +198,21 @@ class CurrentApprovals(ReviewControl):
             return self.res(f, INDETERMINATE, [_no_review_evidence(c.platform)], digest)
         reasons: list[str] = []
         bad = False
-        for ev in c.timeline:
+        pkeys = f.participant_keys
+        for ev in c.timeline if pkeys else ():  # no participant, none dismissed a review
             if (
                 ev.type == "review_dismissed"
                 and ev.actor is not None
                 and ev.at <= c.merged_at
-                and ev.actor.keys() & f.participant_keys
+                and ev.actor.keys() & pkeys
             ):
                 bad = True
                 reasons.append(
                     f"a review was dismissed by {ev.actor.login or ev.actor.email}, "
                     "a participant of the change"
                 )
-        for r in c.reviews:
-            if r.dismissed_by is not None and r.dismissed_by.keys() & f.participant_keys:
+        for r in c.reviews if pkeys else ():
+            if r.dismissed_by is not None and r.dismissed_by.keys() & pkeys:
                 msg = (
                     f"{r.reviewer.login}'s review was dismissed by "
                     f"{r.dismissed_by.login or r.dismissed_by.email}, a participant of the change"
@@ -217,11 +220,20 @@ class CurrentApprovals(ReviewControl):
                 if msg not in reasons:
                     bad = True
                     reasons.append(msg)
-        candidates = [
-            a
-            for a in f.approvals
-            if a.before_merge and not a.dismissed and a.human and not a.participant
-        ]
+        # the independent approvals before the merge, by whether they are current
+        candidates: list[Approval] = []
+        stale: list[Approval] = []
+        unknown: list[Approval] = []
+        current: list[Approval] = []
+        for a in f.approvals:
+            if a.before_merge and not a.dismissed and a.human and not a.participant:
+                candidates.append(a)
+                if a.current is True:
+                    current.append(a)
+                elif a.current is False:
+                    stale.append(a)
+                else:
+                    unknown.append(a)
         if not candidates and not bad:
             return self.res(
                 f,
@@ -229,9 +241,6 @@ class CurrentApprovals(ReviewControl):
                 ["no independent approval before the merge to be stale (see CM-REV-1)"],
                 digest,
             )
-        stale = [a for a in candidates if a.current is False]
-        unknown = [a for a in candidates if a.current is None]
-        current = [a for a in candidates if a.current is True]
         for a in stale:
             reasons.append(
                 f"{a.name} approved {a.review.commit_sha[:12] if a.review.commit_sha else '?'}, "
