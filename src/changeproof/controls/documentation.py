@@ -15,9 +15,11 @@ import re
 
 from changeproof.controls.base import Context
 from changeproof.controls.facts import ChangeFacts
+from changeproof.controls.prepared import prepared
 from changeproof.controls.review import ChangeControl
 from changeproof.evidence import Change
 from changeproof.outcomes import FAIL, NOT_APPLICABLE, PASS, Result
+from changeproof.settings import Documentation
 
 FIELD_NAMES: dict[str, tuple[str, ...]] = {
     "description": ("description", "summary", "what", "what changed", "changes", "overview"),
@@ -283,16 +285,24 @@ class ChangeRecord(ChangeControl):
         c = f.change
         if c.change_type == "initial":
             return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
-        doc = ctx.settings.documentation
-        found, body = _record(c, f.risk)
-        level = found.pop("_risk_level", None)
-        risk_level = f.risk or level
-        required = _required(
-            doc.required_fields, doc.high_risk_required_fields, risk_level == "high"
+        # the verdict but its approval trail depends on the body, the labels and the risk
+        # only (unless linked tickets are read): memoised per settings for recurring bodies
+        prep = f.prep if f.prep.settings is ctx.settings else prepared(ctx.settings)
+        body = c.body
+        key = (
+            (body, c.labels, f.risk)
+            if len(body) <= _BODY_MAX_LEN and c.change_type != "direct_push"
+            else None
         )
-        if "justification" in required:  # the tickets are read only when they can matter
-            _justify(found, c, body, _compiled(doc.ticket_patterns))
-        missing = [x for x in required if x not in found]
+        memo = prep.records
+        verdict = memo.get(key) if key is not None else None
+        if verdict is None:
+            verdict, keep = _judge_record(c, f.risk, ctx.settings.documentation)
+            if key is not None and keep:
+                if len(memo) >= _BODIES_MAX:
+                    memo.clear()
+                memo[key] = verdict
+        failed, head = verdict
         if f.independent:
             approvers = ", ".join(
                 [f"{a.name} at {at}" for a, at in zip(f.independent, f.independent_at, strict=True)]
@@ -300,27 +310,41 @@ class ChangeRecord(ChangeControl):
             trail = f"approved by {approvers} (from the review evidence)"
         else:
             trail = "no independent approval in the review evidence (see CM-REV-1)"
-        risk = f" (risk {risk_level})" if risk_level else ""
-        if missing:
-            return self.res(
-                f,
-                FAIL,
-                [
-                    "the change record lacks: " + ", ".join(LABELS[m] for m in missing) + risk,
-                    *(f"has {LABELS[k]} ({found[k]})" for k in required if k in found),
-                    trail,
-                ],
-                digest,
-            )
-        held = _HELD.get((required, risk))
-        if held is None:
-            if len(_HELD) >= 1024:
-                _HELD.clear()
-            held = _HELD[(required, risk)] = (
-                f"the change record holds all {len(required)} required field(s){risk}: "
-                + ", ".join([LABELS[k] for k in required])
-            )
-        return self.res(f, PASS, [held, trail], digest)
+        return self.res(f, FAIL if failed else PASS, [*head, trail], digest)
+
+
+def _judge_record(
+    c: Change, facts_risk: str | None, doc: Documentation
+) -> tuple[tuple[bool, tuple[str, ...]], bool]:
+    """((whether a required field is missing, the reasons before the approval trail),
+    whether that depends only on the body, the labels and ``facts_risk``)."""
+    found, body = _record(c, facts_risk)
+    level = found.pop("_risk_level", None)
+    risk_level = facts_risk or level
+    required = _required(doc.required_fields, doc.high_risk_required_fields, risk_level == "high")
+    # the tickets (and the title) are read only when they can matter
+    tickets = "justification" in required and "justification" not in found
+    if tickets:
+        _justify(found, c, body, _compiled(doc.ticket_patterns))
+    missing = [x for x in required if x not in found]
+    risk = f" (risk {risk_level})" if risk_level else ""
+    if missing:
+        return (
+            True,
+            (
+                "the change record lacks: " + ", ".join(LABELS[m] for m in missing) + risk,
+                *(f"has {LABELS[k]} ({found[k]})" for k in required if k in found),
+            ),
+        ), not tickets
+    held = _HELD.get((required, risk))
+    if held is None:
+        if len(_HELD) >= 1024:
+            _HELD.clear()
+        held = _HELD[(required, risk)] = (
+            f"the change record holds all {len(required)} required field(s){risk}: "
+            + ", ".join([LABELS[k] for k in required])
+        )
+    return (False, (held,)), not tickets
 
 
 # (required fields, risk note) → the passing reason that lists them (a handful per settings)

@@ -93,35 +93,40 @@ def _participants(
     return frozenset(keys), labels
 
 
-def _participant_keys(
-    change: Change, settings: Settings, web_flow: frozenset[str]
-) -> frozenset[str]:
+def _participant_keys(change: Change, settings: Settings, web_flow: frozenset[str]) -> frozenset[str]:
     """``_participants(change, settings, web_flow)[0]`` without the labels (only ``check
     --explain`` shows them: :attr:`ChangeFacts.participant_labels` derives them on demand)."""
-    keys: set[str] = set()
     prev = change.author
-    if prev is not None:
-        keys.update(prev.keys())
+    # the author's keys, and every other participant (most changes have no other)
+    base = prev.keys() if prev is not None else _NO_KEYS
+    others: list[Actor] = []
     allow_suggestions = settings.review.allow_suggestion_commits
     for c in change.commits:
         if c.author != prev:
-            keys.update(c.author.keys())
+            others.append(c.author)
             prev = c.author
         if c.committer != prev and not _web_flow(c.committer, web_flow):
-            keys.update(c.committer.keys())
+            others.append(c.committer)
             prev = c.committer
         if not c.co_authors:
             continue
         if allow_suggestions and is_suggestion_commit(c, settings):
             continue  # the suggestion co-authors stay independent (see _participants)
-        for co in c.co_authors:
-            keys.update(co.keys())
+        others.extend(c.co_authors)
     for ev in change.timeline:
         if ev.actor is not None and ev.type in {"push", "force_push"}:
-            keys.update(ev.actor.keys())
+            others.append(ev.actor)
     if change.change_type == "direct_push" and change.merged_by is not None:
-        keys.update(change.merged_by.keys())
+        others.append(change.merged_by)
+    if not others:
+        return base
+    keys = set(base)
+    for a in others:
+        keys.update(a.keys())
     return frozenset(keys)
+
+
+_NO_KEYS: frozenset[str] = frozenset()
 
 
 class Approval(msgspec.Struct, frozen=True, gc=False):
