@@ -181,6 +181,22 @@ class _Population:
                 self.deployed.setdefault((dep.repo, dep.commit_sha), []).append(
                     (dep.id, dep.environment, dig)
                 )
+        self._missing: list[Any] = []  # the locker query's answer (or error), once it ran
+        self._missing_thread: threading.Thread | None = None
+
+    def query_locker(self, store: Store, period: Period, repo: str | None) -> None:
+        """Start the locker-coverage query (it reads no streamed change) on a thread: the
+        database works on it while the changes are judged. Call it after any fork."""
+
+        def run() -> None:
+            try:
+                self._missing.append(_locker_missing(store, period, repo))
+            except BaseException as exc:  # re-raised by gathered()
+                self._missing.append(exc)
+
+        if self._missing_thread is None:
+            self._missing_thread = threading.Thread(target=run, name="locker-query", daemon=True)
+            self._missing_thread.start()
 
     def observe(self, f: _Facts, change: Change, digest: str, failed: list[str]) -> None:
         """One judged change into the batch's facts ``f`` (changes in stream order)."""
@@ -240,6 +256,13 @@ class _Population:
         self.all.traced |= f.traced
 
     def gathered(self, store: Store, period: Period, repo: str | None) -> dict[str, Any]:
+        if self._missing_thread is None:
+            self._missing.append(_locker_missing(store, period, repo))
+        else:
+            self._missing_thread.join()
+        missing = self._missing[0]
+        if isinstance(missing, BaseException):
+            raise missing
         untraced: list[tuple[str, str, str, str, str]] = []
         traced = self.all.traced
         for (r, sha), deps in sorted(self.deployed.items()):
@@ -253,7 +276,7 @@ class _Population:
             "windows": {k: (v[0], tuple(v[1])) for k, v in self.all.hits.items()},
             "untraced_deployments": tuple(untraced),
             "unshipped": {k: v[5] for k, v in spans.items() if v[6] and v[5]},
-            "locker_missing": _locker_missing(store, period, repo),
+            "locker_missing": missing,
         }
 
 
@@ -581,6 +604,7 @@ def iter_result_groups(
     first_of_repo: dict[str, str] = {}
     outcome = _OUTCOMES.__getitem__
     for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo):
+        pop.query_locker(store, p, repo)  # now that the workers (if any) have forked
         if chunk.facts is not None:
             pop.merge(chunk.facts)
         pop.worst.update(zip(chunk.ids, map(outcome, chunk.worst), strict=True))
