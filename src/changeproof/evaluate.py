@@ -533,6 +533,7 @@ def _judge_all(
     jobs: int,
     parallel_from: int,
     first_of_repo: dict[str, str],
+    batch: int = _BATCH,
 ) -> Iterator[_Chunk]:
     """Every change in scope judged, a batch at a time, in stream order. With ``jobs`` > 1
     (and no promotion chains, whose index makes each promotion depend on the changes before
@@ -548,14 +549,14 @@ def _judge_all(
     )
 
     def batches() -> Iterator[list[tuple[str, bytes]]]:
-        for part in _change_rows(store, repo, period.start, period.end):
+        for part in _change_rows(store, repo, period.start, period.end, batch):
             for dig, _, r in part:
                 first_of_repo.setdefault(r, dig)
             yield [(d, b) for d, b, _ in part]
 
     if not parallel:
-        for batch in batches():
-            yield judge.batch(batch)
+        for rows in batches():
+            yield judge.batch(rows)
         return
     # The workers fork before the stream opens (ordered_map forks first, then pulls batches):
     # they inherit the judge and its context, and no open cursor.
@@ -575,6 +576,7 @@ def iter_result_groups(
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
     bodies_for: frozenset[str] | None = None,
+    batch: int = _BATCH,
 ) -> Generator[_Chunk, None, None]:
     """Every result of the period as stored groups (:class:`ResultGroup`'s fields as plain
     tuples), a chunk at a time: one group per change with all its results, then one per
@@ -585,7 +587,7 @@ def iter_result_groups(
     worker processes once the store holds at least ``parallel_from`` changes (results, order
     and digests as in-process). With ``bodies_for``, groups of other subjects come with an
     empty digest and body (not encoded at all: for consumers that count most results and
-    read few, the audit)."""
+    read few, the audit). ``batch`` changes are judged at a time (a worker's unit of work)."""
     p = period or Period(None, None)
     base_extra = {**(extra or {}), "period": (p.start, p.end)}
     if ctx is None:
@@ -603,7 +605,7 @@ def iter_result_groups(
     change_participants: dict[str, frozenset[str]] = {}
     first_of_repo: dict[str, str] = {}
     outcome = _OUTCOMES.__getitem__
-    for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo):
+    for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo, batch):
         pop.query_locker(store, p, repo)  # now that the workers (if any) have forked
         if chunk.facts is not None:
             pop.merge(chunk.facts)
@@ -961,6 +963,7 @@ def run_check(
     extra: Mapping[str, Any] | None = None,
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
+    batch: int = _BATCH,
 ) -> CheckRun:
     """Evaluate every change in scope and store the results as one run. ``keep`` sees every
     stored group (``group.results()`` decodes its results); ``on_change(n)`` hears of every
@@ -977,6 +980,7 @@ def run_check(
             extra=extra,
             jobs=jobs,
             parallel_from=parallel_from,
+            batch=batch,
         )
 
 
@@ -1007,6 +1011,7 @@ def _run_check(
     extra: Mapping[str, Any] | None,
     jobs: int,
     parallel_from: int,
+    batch: int,
 ) -> CheckRun:
     p = period or Period(None, None)
     summary = Summary()
@@ -1038,6 +1043,7 @@ def _run_check(
             extra=extra,
             jobs=jobs,
             parallel_from=parallel_from,
+            batch=batch,
         )
         tokens: Counter[str] = Counter()  # "CONTROL:outcome" -> results
         try:

@@ -15,11 +15,11 @@ from changeproof.evaluate import (
     run_check,
     stored_results,
 )
-from changeproof.evidence import Change, Deployment, FileChange
+from changeproof.evidence import Change, Coverage, Deployment, FileChange
 from changeproof.settings import Settings, Testing
 from changeproof.store import Store, schema
 from changeproof.workspace import Workspace
-from tests.controls.builders import MERGED, check, commit, prov, review, user
+from tests.controls.builders import MERGED, check, commit, layer, prov, review, snapshot, user
 from tests.controls.builders import change as make_change
 from tests.controls.storing import put
 
@@ -112,6 +112,57 @@ def test_a_corrupt_stored_change_stops_the_run_and_stores_nothing(
         assert conn.execute(sa.select(sa.func.count()).select_from(schema.runs)).scalar() == 0
         n = conn.execute(sa.select(sa.func.count()).select_from(schema.result_groups)).scalar()
         assert n == 0
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_small_batches_gather_the_same_population_as_one(
+    workspace: Workspace, store: Store, jobs: int
+) -> None:
+    # What the record controls learn from the stream (spans per branch, probable bypasses,
+    # changes merged in weak-protection windows, deployments traced to changes, changes
+    # since the last shipped one) is gathered per batch and merged: batch boundaries
+    # anywhere must not change a single result.
+    weak = layer(required_approvals=0)
+    snaps = [
+        snapshot(MERGED - timedelta(days=1), repo=repo, branch="main")
+        for repo in ("acme/api", "acme/web")
+    ] + [
+        snapshot(MERGED + timedelta(days=2), weak, repo="acme/api", branch="main"),
+        snapshot(MERGED + timedelta(days=5), repo="acme/api", branch="main"),
+        snapshot(MERGED + timedelta(days=3, hours=5), weak, repo="acme/web", branch="main"),
+    ]
+    covs = [
+        Coverage(
+            id=f"git:{repo}:main",
+            source="git",
+            repo=repo,
+            branch="main",
+            start=None,
+            end=NOW,
+            complete=True,
+            provenance=prov(NOW, "coverage", repo),
+        )
+        for repo in ("acme/api", "acme/web", "acme/ops")
+    ]
+    # no deployment after the 20th change of each repository: the ten after it are unshipped
+    evidence = [x for x in _variety() if not (isinstance(x, Deployment) and x.id.endswith("/30"))]
+    put(workspace, store, *evidence, *snaps, *covs)
+    settings = Settings(testing=Testing(required_checks=("build", "test")))
+    whole = run_check(store, settings, NOW, jobs=1)
+    unshipped = [
+        r
+        for r in stored_results(store, whole.run_id)
+        if r.control == "CM-POP-1" and any("not shipped yet" in x for x in r.reasons)
+    ]
+    print([r for r in stored_results(store, whole.run_id) if r.control == "CM-POP-1"])
+    assert len(unshipped) == 3  # changes merged after each repository's last deployment
+    counts = whole.summary.as_dict()
+    assert counts["CM-CFG-3"].get("fail", 0) >= 2  # the weak windows had changes merged in them
+    assert counts["CM-CFG-2"].get("fail", 0) >= 1  # probable bypasses were found
+    for size in (1, 3, 7, 40):
+        run = run_check(store, settings, NOW, jobs=jobs, parallel_from=0, batch=size)
+        assert run.results_digest == whole.results_digest, size
+        assert _rows(store, run.run_id) == _rows(store, whole.run_id)
 
 
 def test_rows_decode_to_the_results_they_store(workspace: Workspace, store: Store) -> None:
