@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -174,10 +174,10 @@ def prepared(settings: Settings) -> Prepared:
 # id(records) → (records, each one's provenance.occurred_at): the times that controls bisect
 # for the record in force at a merge (protection and team snapshots; the context's tuples
 # live as long as the check, so a change asks about the same tuple as the last)
-_TIMES: dict[int, tuple[tuple[tuple[str, Any], ...], list[datetime]]] = {}
+_TIMES: dict[int, tuple[Sequence[tuple[str, Any]], list[datetime]]] = {}
 
 
-def occurred_times(records: tuple[tuple[str, Any], ...]) -> list[datetime]:
+def occurred_times(records: Sequence[tuple[str, Any]]) -> list[datetime]:
     """``[r.provenance.occurred_at for _, r in records]``, memoised by identity (of a tuple:
     a list could change under the same identity)."""
     if type(records) is not tuple:

@@ -11,6 +11,7 @@ landed the change, and only when it completed at or before the merge.
 from __future__ import annotations
 
 import bisect
+from datetime import datetime
 
 import msgspec
 
@@ -58,14 +59,37 @@ def _under_snapshot(dig: str, snap: ProtectionSnapshot) -> Required:
     return out
 
 
+Snapshots = tuple[tuple[str, ProtectionSnapshot], ...]
+# id(snapshots of a branch) → (them, their times, what required_checks says under each one,
+# filled when first asked): the changes of one branch ask about the same snapshots
+_IN_FORCE: dict[int, tuple[Snapshots, list[datetime], list[Required | None]]] = {}
+
+
+def _in_force(snaps: Snapshots) -> tuple[Snapshots, list[datetime], list[Required | None]]:
+    hit = _IN_FORCE.get(id(snaps))
+    if hit is not None and hit[0] is snaps:
+        return hit
+    under: list[Required | None] = [None] * len(snaps)
+    out = (snaps, occurred_times(snaps), under)
+    if type(snaps) is tuple:  # (a list could change under the same identity)
+        if len(_IN_FORCE) >= 4096:
+            _IN_FORCE.clear()
+        _IN_FORCE[id(snaps)] = out
+    return out
+
+
 def required_checks(c: Change, ctx: Context) -> Required:
     """(required (name, app) pairs or None when unknown, where they came from, evidence)."""
     snaps = ctx.protections.get((c.repo, c.branch))
     if snaps:
         # in_force(snaps, c.merged_at): the snapshot observed last at or before the merge
-        i = bisect.bisect_right(occurred_times(snaps), c.merged_at)
+        _, times, under = _in_force(snaps)
+        i = bisect.bisect_right(times, c.merged_at)
         if i:
-            return _under_snapshot(*snaps[i - 1])
+            req = under[i - 1]
+            if req is None:
+                req = under[i - 1] = _under_snapshot(*snaps[i - 1])
+            return req
     if ctx.settings.testing.required_checks:
         return (
             tuple((n, None) for n in ctx.settings.testing.required_checks),
@@ -129,13 +153,21 @@ def judge_checks(c: Change, ctx: Context) -> ChecksVerdict:
         # whether any completed at all
         last: CheckResult | None = None
         done = False
-        for r in runs:
+        if len(runs) == 1:  # the loop below for one run
+            r = runs[0]
             at = r.completed_at
-            if at is None or r.conclusion == "pending":
-                continue
-            done = True
-            if at <= merged_at and (last is None or at > last.completed_at):  # type: ignore[operator]
-                last = r
+            if at is not None and r.conclusion != "pending":
+                done = True
+                if at <= merged_at:
+                    last = r
+        else:
+            for r in runs:
+                at = r.completed_at
+                if at is None or r.conclusion == "pending":
+                    continue
+                done = True
+                if at <= merged_at and (last is None or at > last.completed_at):  # type: ignore[operator]
+                    last = r
         if last is None:
             if done:
                 bad.append(f"{name}: completed only after the merge")
