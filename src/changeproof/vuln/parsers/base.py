@@ -29,6 +29,9 @@ from changeproof.vuln.identity import norm_ecosystem, norm_package
 from changeproof.vuln.severity import choose_cached
 
 T = TypeVar("T")
+# a scanner file's bytes: read into memory, or a view of them where a parser process read
+# them (its buffer shared with the parent, so they are not copied once more)
+Data = bytes | memoryview
 _replace = msgspec.structs.replace
 
 
@@ -182,10 +185,10 @@ class ParsedScan:
     partial: bool = False  # the output itself says it is incomplete
 
 
-Parser = Callable[[bytes, ParseContext], ParsedScan]
+Parser = Callable[[Data, ParseContext], ParsedScan]
 
 
-def json_path_at(data: bytes, pos: int) -> str:
+def json_path_at(data: Data, pos: int) -> str:
     """The JSON path of the value being read at byte ``pos`` (for errors msgspec reports by
     byte offset only: truncated or malformed input)."""
     stack: list[list[Any]] = []  # [kind, key/index, expecting_key]
@@ -196,7 +199,7 @@ def json_path_at(data: bytes, pos: int) -> str:
             j = i + 1
             while j < len(data) and data[j] != 0x22:
                 j += 2 if data[j] == 0x5C else 1
-            text = data[i + 1 : min(j, len(data))].decode("utf-8", "replace")
+            text = str(data[i + 1 : min(j, len(data))], "utf-8", "replace")
             if stack and stack[-1][0] == "obj" and stack[-1][2]:
                 stack[-1][1] = text
             i = j + 1
@@ -237,10 +240,10 @@ def bad_input(ctx_file: str, scanner: str, problem: str, path: str, hint: str) -
 
 
 def decode(
-    data: bytes, typ: type[T], *, file: str, scanner: str, sniff: Callable[[bytes], str | None]
+    data: Data, typ: type[T], *, file: str, scanner: str, sniff: Callable[[Data], str | None]
 ) -> T:
     """Decode ``data`` as ``typ``; on failure raise one clear error naming file and JSON path."""
-    if not data or data.isspace():  # (strip() would copy the whole file to find out)
+    if not first_byte(data):  # empty or blank (strip() would copy the whole file to find out)
         raise InputFormatError(
             f"{file}: the file is empty ({len(data)} bytes)",
             expected=f"the JSON that `{scanner}` writes",
@@ -286,14 +289,14 @@ def decode(
 _FIRST_BYTE = re.compile(rb"\s*(\S)")
 
 
-def first_byte(data: bytes) -> bytes:
+def first_byte(data: Data) -> bytes:
     """The first non-whitespace byte of ``data`` (b"" if none), without copying it."""
     m = _FIRST_BYTE.match(data)
     return m.group(1) if m else b""
 
 
 def probe_keys(
-    data: bytes, *, file: str, scanner: str, sniff: Callable[[bytes], str | None]
+    data: Data, *, file: str, scanner: str, sniff: Callable[[Data], str | None]
 ) -> set[str]:
     """The top-level keys of a JSON object (values left undecoded): picks a format variant."""
     return set(decode(data, dict[str, msgspec.Raw], file=file, scanner=scanner, sniff=sniff))

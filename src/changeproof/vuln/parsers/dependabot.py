@@ -17,6 +17,7 @@ import msgspec
 
 from changeproof.evidence import FindingObservation, FindingStatus, SeverityInput
 from changeproof.vuln.parsers.base import (
+    Data,
     ParseContext,
     ParsedScan,
     decode,
@@ -257,7 +258,7 @@ def _graphql_node(ctx: ParseContext, n: _GNode, target: str) -> FindingObservati
     )
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     target = ctx.target or ""
     head = first_byte(data)
     out: list[FindingObservation] = []

@@ -14,7 +14,7 @@ import msgspec
 
 from changeproof.evidence import FindingObservation, FindingStatus, FixState, SeverityInput
 from changeproof.vuln.identity import norm_target
-from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode, parse_time
+from changeproof.vuln.parsers.base import Data, ParseContext, ParsedScan, decode, parse_time
 from changeproof.vuln.parsers.sniff import sniff
 
 NAME = "grype"
@@ -128,7 +128,7 @@ def _target(src: _Source | None) -> tuple[str, bool]:
     return "", False
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _Doc, file=ctx.file, scanner=NAME, sniff=sniff)
     when, src = ctx.settle_time(parse_time(doc.descriptor.timestamp))
     target, image = _target(doc.source)

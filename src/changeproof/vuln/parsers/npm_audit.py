@@ -11,7 +11,7 @@ import msgspec
 
 from changeproof.errors import InputFormatError
 from changeproof.evidence import FindingObservation, SeverityInput
-from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode, probe_keys
+from changeproof.vuln.parsers.base import Data, ParseContext, ParsedScan, decode, probe_keys
 from changeproof.vuln.parsers.sniff import sniff
 
 NAME = "npm-audit"
@@ -77,7 +77,7 @@ def _sev(label: str, cvss: _Cvss | None) -> list[SeverityInput]:
     return out
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     keys = probe_keys(data, file=ctx.file, scanner=NAME, sniff=sniff)
     if "auditReportVersion" in keys:
         return _parse_v7(data, ctx)
@@ -87,7 +87,7 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
     return _parse_v7(data, ctx)
 
 
-def _parse_v7(data: bytes, ctx: ParseContext) -> ParsedScan:
+def _parse_v7(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _V7, file=ctx.file, scanner=NAME, sniff=sniff)
     if doc.auditReportVersion != 2:
         raise InputFormatError(
@@ -136,7 +136,7 @@ def _parse_v7(data: bytes, ctx: ParseContext) -> ParsedScan:
     )
 
 
-def _parse_v6(data: bytes, ctx: ParseContext) -> ParsedScan:
+def _parse_v6(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _V6, file=ctx.file, scanner=NAME, sniff=sniff)
     when, src = ctx.settle_time(None)
     target = ctx.target or ""

@@ -14,7 +14,7 @@ from typing import Any
 import msgspec
 
 from changeproof.evidence import FindingObservation, SeverityInput
-from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode
+from changeproof.vuln.parsers.base import Data, ParseContext, ParsedScan, decode
 from changeproof.vuln.parsers.sniff import sniff
 
 NAME = "osv-scanner"
@@ -103,7 +103,7 @@ def _fixed_versions(v: _Vuln, name: str) -> list[str]:
     return out
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _Doc, file=ctx.file, scanner=NAME, sniff=sniff)
     when, src = ctx.settle_time(None)
     target = ctx.target or ""

@@ -11,7 +11,7 @@ import msgspec
 
 from changeproof.evidence import FindingObservation
 from changeproof.vuln.identity import norm_package
-from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode
+from changeproof.vuln.parsers.base import Data, ParseContext, ParsedScan, decode
 from changeproof.vuln.parsers.sniff import sniff
 
 NAME = "pip-audit"
@@ -34,7 +34,7 @@ class _Doc(msgspec.Struct):
     dependencies: list[_Dep]
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _Doc | list[_Dep], file=ctx.file, scanner=NAME, sniff=sniff)  # type: ignore[arg-type]
     deps: list[_Dep] = doc if isinstance(doc, list) else doc.dependencies
     when, src = ctx.settle_time(None)

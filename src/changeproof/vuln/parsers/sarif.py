@@ -19,7 +19,7 @@ import msgspec
 from changeproof.errors import InputFormatError
 from changeproof.evidence import FindingObservation, SeverityInput
 from changeproof.vuln.identity import norm_ecosystem
-from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode, parse_time
+from changeproof.vuln.parsers.base import Data, ParseContext, ParsedScan, decode, parse_time
 from changeproof.vuln.parsers.sniff import sniff
 
 NAME = "sarif"
@@ -163,7 +163,7 @@ def _memo_sev(
     return hit
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _Doc, file=ctx.file, scanner=NAME, sniff=sniff)
     if doc.version != "2.1.0":
         raise InputFormatError(

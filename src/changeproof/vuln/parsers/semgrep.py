@@ -9,7 +9,7 @@ from __future__ import annotations
 import msgspec
 
 from changeproof.evidence import FindingObservation, SeverityInput
-from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode
+from changeproof.vuln.parsers.base import Data, ParseContext, ParsedScan, decode
 from changeproof.vuln.parsers.sniff import sniff
 
 NAME = "semgrep"
@@ -41,7 +41,7 @@ class _Doc(msgspec.Struct):
     version: str | None = None
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _Doc, file=ctx.file, scanner=NAME, sniff=sniff)
     when, src = ctx.settle_time(None)
     target = ctx.target or ""

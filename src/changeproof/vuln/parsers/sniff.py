@@ -17,7 +17,7 @@ def _keys_of(raw: msgspec.Raw) -> set[str]:
     return set(v)
 
 
-def sniff(data: bytes) -> str | None:
+def sniff(data: bytes | memoryview) -> str | None:
     try:
         top: Any = msgspec.json.decode(data, type=_Top)
     except (msgspec.DecodeError, msgspec.ValidationError):

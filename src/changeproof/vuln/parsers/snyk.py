@@ -11,7 +11,7 @@ import msgspec
 
 from changeproof.evidence import FindingObservation, FindingStatus, SeverityInput
 from changeproof.vuln.identity import norm_target
-from changeproof.vuln.parsers.base import ParseContext, ParsedScan, decode
+from changeproof.vuln.parsers.base import Data, ParseContext, ParsedScan, decode
 from changeproof.vuln.parsers.sniff import sniff
 
 NAME = "snyk"
@@ -43,7 +43,7 @@ class _Project(msgspec.Struct):
     filtered: _Filtered | None = None
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _Project | list[_Project], file=ctx.file, scanner=NAME, sniff=sniff)  # type: ignore[arg-type]
     projects: list[_Project] = doc if isinstance(doc, list) else [doc]
     when, src = ctx.settle_time(None)

@@ -13,6 +13,7 @@ from changeproof.errors import InputFormatError
 from changeproof.evidence import FindingObservation, FixState, SeverityInput
 from changeproof.vuln.identity import norm_target
 from changeproof.vuln.parsers.base import (
+    Data,
     ParseContext,
     ParsedScan,
     decode,
@@ -201,7 +202,7 @@ class _Builder:
                 )
 
 
-def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
+def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     keys = probe_keys(data, file=ctx.file, scanner=NAME, sniff=sniff)
     if "ClusterName" in keys and "SchemaVersion" not in keys:
         return _parse_k8s(data, ctx)
@@ -238,7 +239,7 @@ def parse(data: bytes, ctx: ParseContext) -> ParsedScan:
     )
 
 
-def _parse_k8s(data: bytes, ctx: ParseContext) -> ParsedScan:
+def _parse_k8s(data: Data, ctx: ParseContext) -> ParsedScan:
     doc = decode(data, _K8s, file=ctx.file, scanner=NAME, sniff=sniff)
     when, src = ctx.settle_time(None)
     b = _Builder(ctx)
