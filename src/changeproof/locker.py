@@ -175,7 +175,8 @@ class Locker:
         # ``sha256``: computed by the caller over these exact bytes (hashing is an ingest's
         # second-largest cost); a wrong one is caught by `changeproof verify`
         dig = sha256 or hashlib.sha256(payload).hexdigest()
-        if dig not in self._pending:
+        # (a payload this unit of work already wrote is not written again)
+        if dig not in self._pending and dig not in self._staged:
             self._pending[dig] = _Pending(dig, payload, kind, source, media_type)
             if len(self._pending) >= 2000:
                 self.flush(conn)

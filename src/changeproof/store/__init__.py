@@ -766,6 +766,15 @@ class Writer:
             if len(self._evidence) >= 2000:
                 self.flush()
 
+    def write_raw(self) -> None:
+        """Write the raw payloads this unit of work holds now rather than at its end (a
+        caller that would otherwise wait, e.g. for parser processes, moves that work out of
+        the commit, where everything else waits for it). Stored payloads are found and
+        listed by digest, so when they are written changes nothing a reader sees; evidence
+        rows are not written early: their row order breaks ties in time order."""
+        if self.locker is not None:
+            self.locker.flush(self.conn)
+
     def index_commits(self, rows: Iterable[dict[str, Any]]) -> None:
         self._commits.extend(rows)
 
