@@ -65,7 +65,8 @@ def utc(value: datetime) -> datetime:
 
 
 def _require_aware(name: str, value: datetime | None) -> None:
-    # decoded timestamps carry UTC itself: skip utcoffset() (it runs for every record decoded)
+    # decoded timestamps carry UTC itself: skip utcoffset() (it runs for every record decoded;
+    # the records a check decodes by the million test for UTC before calling this at all)
     if (
         value is not None
         and value.tzinfo is not UTC
@@ -94,8 +95,10 @@ class Provenance(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     def __post_init__(self) -> None:
         if not self.source:
             raise ValueError("provenance.source must not be empty")
-        _require_aware("occurred_at", self.occurred_at)
-        _require_aware("collected_at", self.collected_at)
+        if self.occurred_at is not None and self.occurred_at.tzinfo is not UTC:
+            _require_aware("occurred_at", self.occurred_at)
+        if self.collected_at is not None and self.collected_at.tzinfo is not UTC:
+            _require_aware("collected_at", self.collected_at)
         _require_sha256("raw_sha256", self.raw_sha256)
 
 
@@ -156,8 +159,10 @@ class CommitInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     patch_id: str | None = None
 
     def __post_init__(self) -> None:
-        _require_aware("authored_at", self.authored_at)
-        _require_aware("committed_at", self.committed_at)
+        if self.authored_at is not None and self.authored_at.tzinfo is not UTC:
+            _require_aware("authored_at", self.authored_at)
+        if self.committed_at is not None and self.committed_at.tzinfo is not UTC:
+            _require_aware("committed_at", self.committed_at)
         if len(self.sha) < 7:
             raise ValueError(f"commit sha {self.sha!r} is too short")
 
@@ -189,8 +194,10 @@ class Review(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     url: str | None = None
 
     def __post_init__(self) -> None:
-        _require_aware("submitted_at", self.submitted_at)
-        _require_aware("dismissed_at", self.dismissed_at)
+        if self.submitted_at is not None and self.submitted_at.tzinfo is not UTC:
+            _require_aware("submitted_at", self.submitted_at)
+        if self.dismissed_at is not None and self.dismissed_at.tzinfo is not UTC:
+            _require_aware("dismissed_at", self.dismissed_at)
 
 
 TimelineKind = Literal[
@@ -216,7 +223,8 @@ class TimelineEvent(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     detail: str | None = None
 
     def __post_init__(self) -> None:
-        _require_aware("at", self.at)
+        if self.at is not None and self.at.tzinfo is not UTC:
+            _require_aware("at", self.at)
 
 
 class CheckResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -234,8 +242,10 @@ class CheckResult(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     log_sha256: str | None = None
 
     def __post_init__(self) -> None:
-        _require_aware("completed_at", self.completed_at)
-        _require_aware("started_at", self.started_at)
+        if self.completed_at is not None and self.completed_at.tzinfo is not UTC:
+            _require_aware("completed_at", self.completed_at)
+        if self.started_at is not None and self.started_at.tzinfo is not UTC:
+            _require_aware("started_at", self.started_at)
 
 
 class Change(Record, frozen=True, kw_only=True):
@@ -281,7 +291,8 @@ class Change(Record, frozen=True, kw_only=True):
     provenance: Provenance
 
     def __post_init__(self) -> None:
-        _require_aware("merged_at", self.merged_at)
+        if self.merged_at is not None and self.merged_at.tzinfo is not UTC:
+            _require_aware("merged_at", self.merged_at)
         if not self.repo:
             raise ValueError("change.repo must not be empty")
         if not self.landed_shas:
