@@ -255,11 +255,14 @@ class _Population:
             hit[1].extend(ids[: MAX_WINDOW_IDS - len(hit[1])])
         self.all.traced |= f.traced
 
-    def gathered(self, store: Store, period: Period, repo: str | None) -> dict[str, Any]:
-        if self._missing_thread is None:
-            self._missing.append(_locker_missing(store, period, repo))
-        else:
+    def settle(self) -> None:
+        if self._missing_thread is not None:
             self._missing_thread.join()
+
+    def gathered(self, store: Store, period: Period, repo: str | None) -> dict[str, Any]:
+        self.settle()
+        if not self._missing:
+            self._missing.append(_locker_missing(store, period, repo))
         missing = self._missing[0]
         if isinstance(missing, BaseException):
             raise missing
@@ -605,17 +608,20 @@ def iter_result_groups(
     change_participants: dict[str, frozenset[str]] = {}
     first_of_repo: dict[str, str] = {}
     outcome = _OUTCOMES.__getitem__
-    for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo, batch):
-        pop.query_locker(store, p, repo)  # now that the workers (if any) have forked
-        if chunk.facts is not None:
-            pop.merge(chunk.facts)
-        pop.worst.update(zip(chunk.ids, map(outcome, chunk.worst), strict=True))
-        review_testing.update(zip(chunk.ids, map(outcome, chunk.review_testing), strict=True))
-        change_participants.update(chunk.participants)
-        iac_approvals.update(chunk.iac_approvals)
-        yield chunk
-        if on_change is not None and chunk.ids:
-            on_change(len(chunk.ids))
+    try:
+        for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo, batch):
+            pop.query_locker(store, p, repo)  # now that the workers (if any) have forked
+            if chunk.facts is not None:
+                pop.merge(chunk.facts)
+            pop.worst.update(zip(chunk.ids, map(outcome, chunk.worst), strict=True))
+            review_testing.update(zip(chunk.ids, map(outcome, chunk.review_testing), strict=True))
+            change_participants.update(chunk.participants)
+            iac_approvals.update(chunk.iac_approvals)
+            yield chunk
+            if on_change is not None and chunk.ids:
+                on_change(len(chunk.ids))
+    finally:
+        pop.settle()  # however the stream ends, no query thread outlives it
     if not RECORD_CONTROLS:
         return
     shipped = shipped_changes(store, settings, repo=repo)
@@ -859,6 +865,12 @@ class _ResultWriter:
         self.run_id = run_id
         self.batch = batch
         self.rows: list[Any] = []
+        # PostgreSQL (psycopg 3): binary COPY, several times the rate of executemany
+        self.copy_types: list[str] | None = None
+        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+            from changeproof.store import _pg_copy_types
+
+            self.copy_types = _pg_copy_types(schema.result_groups, list(self.COLS))
         # SQLite: many rows per statement. The driver releases the GIL around every step, and
         # with one row per statement this thread then waits for it again after each row while
         # the evaluating thread runs; a step per slice of rows makes that rare.
@@ -873,7 +885,7 @@ class _ResultWriter:
 
     def add_groups(self, group: Iterable[_Group]) -> None:
         run_id = self.run_id
-        if self.order == (0, 1, 2, 3, 4, 5, 6, 7):
+        if self.copy_types is not None or self.order == (0, 1, 2, 3, 4, 5, 6, 7):
             self.rows.extend([(run_id, *g) for g in group])
         elif self.order is None:
             self.rows.extend([dict(zip(self.COLS, (run_id, *g), strict=True)) for g in group])
@@ -910,6 +922,16 @@ class _ResultWriter:
                     self._error = exc
 
     def _write(self, rows: list[Any]) -> None:
+        if self.copy_types is not None:
+            # the DBAPI connection of the run's own transaction: the COPY commits with it
+            raw = self.conn.connection.driver_connection
+            assert raw is not None
+            sql = f"COPY result_groups ({', '.join(self.COLS)}) FROM STDIN (FORMAT BINARY)"
+            with raw.cursor() as cur, cur.copy(sql) as cp:
+                cp.set_types(self.copy_types)
+                for row in rows:
+                    cp.write_row(row)
+            return
         per = self.per
         full = len(rows) - len(rows) % per if per > 1 else 0
         if full:
