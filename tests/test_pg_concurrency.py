@@ -326,6 +326,8 @@ def test_hold_keeps_a_second_collection_out_until_the_first_lets_go(
     ws = pg_workspace
     events: list[str] = []
     holding = threading.Event()
+    committed_p1 = threading.Event()
+    other_done = threading.Event()
 
     def first() -> None:
         with Store.open(ws.db_url) as store, store.hold("github", "acme/api"):
@@ -334,13 +336,20 @@ def test_hold_keeps_a_second_collection_out_until_the_first_lets_go(
                 with store.writer() as w:
                     w.set_cursor("github", "acme/api:prs", page)
                 events.append(f"first committed {page}")
-                time.sleep(0.3)
+                if page == "p1":
+                    committed_p1.set()
+                    other_done.wait(10)  # another scope gets in while this one is held
+                time.sleep(0.2)  # the same scope, waiting, must not get in meanwhile
         events.append("first let go")
 
     def second(scope: str, label: str) -> None:
         holding.wait(10)
+        if label == "other":
+            committed_p1.wait(10)
         with Store.open(ws.db_url) as store, store.hold("github", scope):
             events.append(f"{label} holds, cursor={store.cursor('github', 'acme/api:prs')}")
+        if label == "other":
+            other_done.set()
 
     threads = [
         threading.Thread(target=first),
