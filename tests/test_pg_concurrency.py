@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -417,4 +418,68 @@ def test_two_github_collections_of_one_organisation_at_once(pg_workspace: Worksp
                 sa.select(sa.func.count()).select_from(e).where(e.c.kind == Change.kind)
             ).scalar()
         assert dup == [] and n
+        assert verify_locker(store, ws.public_key_pem()).ok
+
+
+def test_two_gitlab_collections_of_one_project_at_once(pg_workspace: Workspace) -> None:
+    """Two `collect gitlab` runs of the same project at the same moment (and a third of
+    another project): the project's hold makes the second wait and start from the first's
+    cursors; nothing is stored twice and the locker verifies."""
+    from changeproof.cli.collect_gitlab import build_gitlab_client, graphql_url_for
+    from changeproof.settings import Settings
+    from changeproof.sources.gitlab import GitLabSource, ProjectResult
+    from tests.sources.gitlab.fake_gitlab import FakeGitLab, User
+
+    api = "https://gitlab.example.com/api/v4"
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    alice, bob = User("alice", "Alice", "alice@example.com"), User("bob", "Bob", "b@example.com")
+    fake = FakeGitLab()
+    for path in ("acme/app", "acme/web"):
+        p = fake.project(path)
+        p.initial(alice)
+        for iid in range(1, 13):
+            p.merge(iid, alice if iid % 2 else bob, approvers=[bob if iid % 2 else alice])
+        p.direct_push(alice)
+    ws = pg_workspace
+    signer = ws.signer()
+    outcomes: list[tuple[str, ProjectResult | Exception]] = []
+
+    def collect(path: str) -> None:
+        client = build_gitlab_client(api, fake.token, transport=fake.transport())
+        client._sleep = lambda s: None
+        with client, Store.open(ws.db_url) as store:
+            src = GitLabSource(client, Settings(), graphql_url=graphql_url_for(api))
+            try:
+                outcomes.append(
+                    (path, src.collect_project(store, signer, path, since=None, now=now))
+                )
+            except Exception as exc:  # reported by the assertion below
+                outcomes.append((path, exc))
+
+    threads = [
+        threading.Thread(target=collect, args=(p,)) for p in ("acme/app", "acme/app", "acme/web")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert len(outcomes) == 3 and not [o for o in outcomes if isinstance(o[1], Exception)], outcomes
+    # the first collector of acme/app stored its changes; the second found them stored
+    app = sorted(r.changes for p, r in outcomes if p == "acme/app" and isinstance(r, ProjectResult))
+    assert app[0] == 0 and app[1] == 14, app
+    e = schema.evidence
+    with Store.open(ws.db_url) as store:
+        with store.connect() as conn:
+            dup = conn.execute(
+                sa.select(e.c.kind, e.c.key).group_by(e.c.kind, e.c.key).having(sa.func.count() > 1)
+            ).all()
+            per_repo: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(e.c.repo, sa.func.count())
+                    .where(e.c.kind == Change.kind)
+                    .group_by(e.c.repo)
+                ).all()
+            )
+        assert dup == []
+        assert per_repo == {"acme/app": 14, "acme/web": 14}
         assert verify_locker(store, ws.public_key_pem()).ok
