@@ -6,7 +6,9 @@ parent waits for a parser, and a payload written once per unit of work."""
 from __future__ import annotations
 
 import mmap
+import os
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -73,15 +75,9 @@ def test_read_file_reads_whole_files_and_explains_what_it_cannot(tmp_path: Path)
         read_file(tmp_path)
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs and the pool are Linux paths here")
-def test_read_file_reads_a_pipe_to_its_end(tmp_path: Path) -> None:
-    # (its size says 0: the first read finds more, and the rest is read to the end)
-    import os
-    import threading
-
+def _fed_fifo(tmp_path: Path, payload: bytes) -> tuple[Path, threading.Thread]:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    payload = b"[" + b"1," * 300_000 + b"1]"
 
     def feed() -> None:
         with fifo.open("wb") as fh:
@@ -89,10 +85,27 @@ def test_read_file_reads_a_pipe_to_its_end(tmp_path: Path) -> None:
 
     t = threading.Thread(target=feed)
     t.start()
+    return fifo, t
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="FIFOs and the pool are Linux paths here")
+def test_read_file_and_the_ring_read_a_pipe_to_its_end(tmp_path: Path) -> None:
+    # (its size says 0: the first read finds more, and the rest is read to the end)
+    payload = b"[" + b"1," * 300_000 + b"1]"
+    fifo, t = _fed_fifo(tmp_path, payload)
     try:
         assert read_file(fifo) == payload
     finally:
         t.join()
+    fifo.unlink()
+    # the ring reads a pipe the usual way, from the one open end (nothing read is lost)
+    ring = _Ring(mmap.mmap(-1, 1 << 22))
+    fifo, t = _fed_fifo(tmp_path, payload)
+    try:
+        assert ring.read_file(0, str(fifo)) == (payload, -1)
+    finally:
+        t.join()
+    assert not ring.regions
 
 
 def test_the_ring_reads_files_into_itself_when_they_fit(tmp_path: Path) -> None:

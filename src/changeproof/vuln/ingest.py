@@ -63,36 +63,45 @@ def make_scan_id(repo: str, scanner: str, raw_sha256: str, scanned_at: datetime 
 
 
 def read_file(path: Path | str) -> bytes:
-    try:
-        return _read_whole(path)
-    except FileNotFoundError:
-        raise InputFormatError(
-            f"{path}: no such file", hint="check the path; nothing was ingested"
-        ) from None
-    except IsADirectoryError:
-        raise InputFormatError(f"{path}: is a directory, not a scanner output file") from None
-    except OSError as exc:
-        raise InputFormatError(f"{path}: cannot be read ({exc.strerror})") from None
-
-
-def _read_whole(path: Path | str) -> bytes:
     """The file's bytes in four system calls (open, fstat, read, close): an ingest reads tens
     of thousands of files, and ``Path.read_bytes`` makes twice as many (a buffered reader,
-    its isatty and seek probes, and a last read to find the end)."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    its isatty and seek probes, and a last read to find the end). Errors: one clear message."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+    try:
+        return read_open(fd, path)
+    finally:
+        os.close(fd)
+
+
+def read_open(fd: int, path: Path | str) -> bytes:
+    """The bytes of ``path``, open as ``fd`` (read from where it is), as :func:`read_file`."""
     try:
         size = os.fstat(fd).st_size
-        # one byte more than the size: getting it means the file grew meanwhile, and the
-        # rest is read to its end as it is now
+        # one byte more than the size: the usual answer is the whole file, as its size says
         data = os.read(fd, size + 1)
-        if len(data) <= size:
+        if len(data) == size:
             return data
+        # more (it grew meanwhile, or has no size: a pipe) or less (a short read, or it
+        # shrank): read on to its end as it is now
         chunks = [data]
         while chunk := os.read(fd, 1 << 20):
             chunks.append(chunk)
         return b"".join(chunks)
-    finally:
-        os.close(fd)
+    except OSError as exc:
+        raise unreadable(path, exc) from None
+
+
+def unreadable(path: Path | str, exc: OSError) -> InputFormatError:
+    if isinstance(exc, FileNotFoundError):
+        return InputFormatError(
+            f"{path}: no such file", hint="check the path; nothing was ingested"
+        )
+    if isinstance(exc, IsADirectoryError):
+        return InputFormatError(f"{path}: is a directory, not a scanner output file")
+    return InputFormatError(f"{path}: cannot be read ({exc.strerror})")
 
 
 def parse_bytes(

@@ -29,6 +29,7 @@ import os
 import pickle
 import select
 import signal
+import stat
 import sys
 import time
 from collections import deque
@@ -48,8 +49,9 @@ from changeproof.vuln.ingest import (
     FileResult,
     ParseJob,
     parse_bytes,
-    read_file,
+    read_open,
     scan_records,
+    unreadable,
 )
 from changeproof.vuln.parsers.base import Data
 
@@ -228,25 +230,37 @@ class _Ring:
     def read_file(self, answer: int, path: str) -> tuple[Data, int]:
         """``path``'s bytes read straight into the ring, and their offset there (one copy
         fewer than reading them and copying them in: ≈ 1 µs per finding of the corpus mix);
-        or, when they do not fit now (or the file cannot be read this way), as bytes read
-        the usual way, and -1 (they go by pipe, or the read raises its clear error)."""
+        or, when they do not fit now, or it is not a regular file, or it grew while read,
+        as bytes read the usual way from the same open file, and -1 (they go by pipe)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:
-            return read_file(Path(path)), -1
+        except OSError as exc:
+            raise unreadable(path, exc) from None
         try:
-            size = os.fstat(fd).st_size
+            try:
+                st = os.fstat(fd)
+            except OSError as exc:
+                raise unreadable(path, exc) from None
+            if not stat.S_ISREG(st.st_mode):  # a pipe, a directory …: nothing read yet
+                return read_open(fd, path), -1
+            size = st.st_size
             # one byte more than the size: a file that grew meanwhile is read the usual way
             at = self.reserve(answer, size + 1)
             if at < 0:
-                return read_file(Path(path)), -1
+                return read_open(fd, path), -1
             try:
                 got = os.readv(fd, [self.view[at : at + size + 1]])
+                while 0 < got < size:  # a short read (or the file shrank): read on to its end
+                    n = os.readv(fd, [self.view[at + got : at + size + 1]])
+                    if not n:
+                        break
+                    got += n
             except OSError:
-                got = size + 1
+                got = size + 1  # read it again the usual way, which names the error
             if got > size or not got:
                 self.shrink_last(0)  # (an empty file: no region, and its error in its turn)
-                return read_file(Path(path)), -1
+                os.lseek(fd, 0, os.SEEK_SET)  # (a regular file: from its start again)
+                return read_open(fd, path), -1
             self.shrink_last(got)
             return self.view[at : at + got], at
         finally:
