@@ -190,3 +190,47 @@ def test_raw_files_written_while_waiting_store_the_same(tmp_path: Path, write_ah
             store.close()
     assert dumps[0] == dumps[1]
     assert all(dumps[0])
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"category": "code", "target": "img:1", "title": "t", "manifest": "a/b.py", "url": "u"},
+        {"aliases": ["CVE-1", "GHSA-1", "CVE-1"], "version": "1.0", "fixed_versions": ("2.0",)},
+        {"fix_state": "fixed", "status": "dismissed", "status_reason": "tolerable"},
+        {"status_at": WHEN, "alert_created_at": WHEN, "known_exploited": True},
+        {"fixed_versions": [], "aliases": ["X-1"], "title": "", "target": ""},  # defaults given
+    ],
+)
+def test_a_finding_passes_only_what_differs_and_equals_the_constructors(
+    extra: dict[str, object],
+) -> None:
+    from changeproof.evidence import FindingObservation, SeverityInput
+    from changeproof.vuln.parsers.base import ParseContext
+    from changeproof.vuln.severity import choose_cached
+
+    ctx = ParseContext(file="f", repo="acme/app", scan_id="S-1", raw_sha256="0" * 64, now=NOW)
+    when, _ = ctx.settle_time(WHEN)
+    sev = (SeverityInput(source="nvd", vector="CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"),)
+    got = ctx.finding("trivy", advisory_id="X-1", severities=sev, package="P", **extra)  # type: ignore[arg-type]
+    chosen = choose_cached(sev, False, "medium")
+    aliases = tuple(sorted({a for a in extra.pop("aliases", ()) if a != "X-1"}))  # type: ignore[attr-defined]
+    want = FindingObservation(
+        id="S-1/1",
+        repo="acme/app",
+        scan_id="S-1",
+        scanner="trivy",
+        scanned_at=when,
+        advisory_id="X-1",
+        aliases=aliases,
+        package="P" if extra.get("category", "dependency") != "dependency" else "p",
+        severities=sev,
+        score=chosen.score,
+        score_version=chosen.version,
+        severity_source=chosen.source,
+        tier=chosen.tier,
+        needs_triage=chosen.needs_triage,
+        **extra,  # type: ignore[arg-type]
+    )
+    assert repr(got) == repr(want)

@@ -138,36 +138,54 @@ class ParseContext:
                 scanned_at=when,
                 advisory_id=advisory_id,
             )
-        # a copy of the scan's template with the finding's own fields: msgspec's replace()
-        # costs about half of a 28-keyword constructor call, and validates the same way
-        # (__post_init__ runs on the result)
-        return _replace(
-            tpl,
-            id=f"{self.scan_id}/{self._n}",
-            category=category,
-            advisory_id=advisory_id,
-            aliases=other,
-            package=npkg,
-            ecosystem=eco,
-            version=version,
-            target=target,
-            manifest=manifest,
-            title=title,
-            url=url,
-            severities=sev,
-            score=chosen.score,
-            score_version=chosen.version,
-            severity_source=chosen.source,
-            tier=chosen.tier,
-            needs_triage=chosen.needs_triage,
-            fixed_versions=fixed_versions,
-            fix_state=fix_state,
-            status=status,
-            status_reason=status_reason,
-            status_at=status_at,
-            alert_created_at=alert_created_at,
-            known_exploited=known_exploited,
-        )
+        # a copy of the scan's template (whose other fields hold their defaults) with the
+        # finding's own fields: msgspec's replace() validates as the constructor does
+        # (__post_init__ runs on the result), and costs ≈ 50 ns a keyword, so a field still
+        # at its default is not passed (24 keywords ≈ 1.25 µs; the usual 8–12 ≈ 0.35–0.5)
+        kw: dict[str, Any] = {
+            "id": f"{self.scan_id}/{self._n}",
+            "advisory_id": advisory_id,
+            "package": npkg,
+            "ecosystem": eco,
+            "severities": sev,
+            "severity_source": chosen.source,
+            "tier": chosen.tier,
+        }
+        if category != "dependency":
+            kw["category"] = category
+        if other != ():
+            kw["aliases"] = other
+        if version is not None:
+            kw["version"] = version
+        if target != "":
+            kw["target"] = target
+        if manifest is not None:
+            kw["manifest"] = manifest
+        if title != "":
+            kw["title"] = title
+        if url is not None:
+            kw["url"] = url
+        if chosen.score is not None:
+            kw["score"] = chosen.score
+        if chosen.version is not None:
+            kw["score_version"] = chosen.version
+        if chosen.needs_triage is not False:
+            kw["needs_triage"] = chosen.needs_triage
+        if fixed_versions != ():
+            kw["fixed_versions"] = fixed_versions
+        if fix_state != "unknown":
+            kw["fix_state"] = fix_state
+        if status != "open":
+            kw["status"] = status
+        if status_reason is not None:
+            kw["status_reason"] = status_reason
+        if status_at is not None:
+            kw["status_at"] = status_at
+        if alert_created_at is not None:
+            kw["alert_created_at"] = alert_created_at
+        if known_exploited is not False:
+            kw["known_exploited"] = known_exploited
+        return _replace(tpl, **kw)
 
 
 @dataclass
