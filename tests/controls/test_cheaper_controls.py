@@ -258,3 +258,118 @@ def test_prepared_is_still_one_per_settings_object() -> None:
     s = Settings()
     assert isinstance(prepared(s), Prepared) and prepared(s) is prepared(s)
     assert prepared(Settings()) is not prepared(s)
+
+
+def _reference_parse_record(body: str) -> tuple[dict[str, str], str]:
+    """parse_record as it was before its fast paths (session 3), over the same regexes."""
+    from changeproof.controls.documentation import (
+        _ALIAS,
+        _HEADING,
+        _KEY,
+        _PLACEHOLDER,
+        _UNTICKED,
+        _clean,
+    )
+
+    def real(text: str) -> bool:
+        parts = [ln.strip() for ln in text.splitlines()]
+        body = " ".join(ln for ln in parts if ln and not (ln[0] in "-*" and _UNTICKED.match(ln)))
+        return len(body.strip(" .-*_")) >= 2 and not _PLACEHOLDER.match(body)
+
+    def heading(line: str) -> str | None:
+        h = _HEADING.match(line)
+        if not h:
+            return None
+        return _ALIAS.get(h.group("title").strip().lower().rstrip("?")) or "_other"
+
+    def key(line: str) -> tuple[str, bool, str] | None:
+        k = _KEY.match(line)
+        if not k:
+            return None
+        field = _ALIAS.get(k.group("key").strip().lower())
+        if field is None:
+            return None
+        return field, real(k.group("value")), k.group("value").strip()
+
+    fields: dict[str, str] = {}
+    free: list[str] = []
+    current: str | None = None
+    buf: list[str] = []
+    for line in _clean(body).splitlines():
+        title = heading(line)
+        if title is not None:
+            if (
+                current is not None
+                and current != "_other"
+                and current not in fields
+                and real("\n".join(buf))
+            ):
+                fields[current] = "\n".join(buf).strip()
+            current, buf = title, []
+            continue
+        k = key(line)
+        if k is not None:
+            if k[1]:
+                fields.setdefault(k[0], k[2])
+            continue
+        if current is None or current == "_other":
+            free.append(line)
+        else:
+            buf.append(line)
+    if (
+        current is not None
+        and current != "_other"
+        and current not in fields
+        and real("\n".join(buf))
+    ):
+        fields[current] = "\n".join(buf).strip()
+    fields.pop("_other", None)
+    return fields, "\n".join(free).strip()
+
+
+record_lines = st.lists(
+    st.sampled_from(
+        [
+            "## Description",
+            "  ## Testing",
+            "\t# Rollback plan",
+            "**Risk**",
+            "** Notes **",
+            "* [ ] not done",
+            "- [ ] tests",
+            "- [x] tests",
+            "   ",
+            "",
+            "TBD",
+            "n/a",
+            "Rewrite the cache layer.",
+            "x",
+            "Risk: high",
+            "- **Testing**: unit tests",
+            "rollback = revert",
+            "Why: PROJ-1",
+            "<!-- a template comment -->",
+            "<!-- open",
+            "close -->",
+            "a\rb",
+            "c\x0bd",
+            "tail\u2028line",
+            "## Other heading",
+            "#hashtag text",
+            "**bold** text: with a colon",
+            "\u00a0## Affected systems",
+            "...",
+            "-",
+        ]
+    ),
+    max_size=14,
+)
+
+
+@hsettings(max_examples=1000, deadline=None)
+@given(record_lines, st.sampled_from(["\n", "\r\n", "\n\n"]))
+def test_parse_record_agrees_with_the_plain_reading(lines: list[str], sep: str) -> None:
+    from changeproof.controls.documentation import parse_record
+
+    body = sep.join(lines)
+    assert parse_record(body) == _reference_parse_record(body)

@@ -15,7 +15,6 @@ import re
 
 from changeproof.controls.base import Context
 from changeproof.controls.facts import ChangeFacts
-from changeproof.controls.prepared import prepared
 from changeproof.controls.review import ChangeControl
 from changeproof.evidence import Change
 from changeproof.outcomes import FAIL, NOT_APPLICABLE, PASS, Result
@@ -104,12 +103,25 @@ def _real(text: str) -> bool:
 
 def _real_lines(lines: list[str]) -> bool:
     """:func:`_real` of the text of these lines (lines without line breaks: a section's)."""
+    if len(lines) == 1:
+        return _real_one(lines[0].strip())
     parts = []
     for ln in lines:
         ln = ln.strip()
         if ln and not (ln[0] in "-*" and _UNTICKED.match(ln)):
             parts.append(ln)
-    body = parts[0] if len(parts) == 1 else " ".join(parts)
+    return _real_body(parts[0] if len(parts) == 1 else " ".join(parts))
+
+
+def _real_one(line: str) -> bool:
+    """:func:`_real_lines` of one stripped line."""
+    if line and line[0] in "-*" and _UNTICKED.match(line):
+        return False
+    return _real_body(line)
+
+
+def _real_body(body: str) -> bool:
+    """Whether the text of a section's kept lines, joined, is real content."""
     if len(body.strip(" .-*_")) < 2:
         return False
     # _PLACEHOLDER's \W* cannot consume a leading ASCII letter, so the match would start with
@@ -168,37 +180,60 @@ def parse_record(body: str) -> tuple[dict[str, str], str]:
     """Field → its text, and the free text outside every recognised section."""
     fields: dict[str, str] = {}
     free: list[str] = []
+    # the recognised section being read (None outside one: before the first heading, or
+    # under another title) and where its lines go (``free`` outside one)
     current: str | None = None
-    buf: list[str] = []
+    buf = free
+    headings = _HEADINGS
+    keys = _KEYS
     for line in _clean(body).splitlines():
         if line:  # an empty line is neither a heading nor a key line
-            head = line.lstrip()[:2]
-            title = _heading(line) if head[:1] == "#" or head == "**" else None
+            # a heading starts with "#" or "**" after any leading space (most lines start
+            # with neither: test the first character before stripping anything)
+            c0 = line[0]
+            if c0 == "#" or (c0 == "*" and line[1:2] == "*"):
+                title = headings.get(line, _UNSEEN)
+                if title is _UNSEEN:
+                    title = _heading(line)
+            elif c0.isspace():
+                head = line.lstrip()[:2]
+                title = _heading(line) if head[:1] == "#" or head == "**" else None
+            else:
+                title = None
             if title is not None:
                 # the section before it ends: keep its text if it is a field's first real one
-                # (the lines of "\n".join(buf) are buf's: no line holds a line break)
-                if (
-                    current is not None
-                    and current != "_other"
-                    and current not in fields
-                    and _real_lines(buf)
-                ):
-                    fields[current] = "\n".join(buf).strip()
-                current, buf = title, []
+                if current is not None and current not in fields:
+                    _keep(fields, current, buf)
+                if title == "_other":
+                    current, buf = None, free
+                else:
+                    current, buf = title, []
                 continue
-            k = _key(line) if (":" in line or "=" in line) else None
-            if k is not None:
-                if k[1]:
-                    fields.setdefault(k[0], k[2])
-                continue
-        if current is None or current == "_other":
-            free.append(line)
-        else:
-            buf.append(line)
-    if current is not None and current != "_other" and current not in fields and _real_lines(buf):
-        fields[current] = "\n".join(buf).strip()
-    fields.pop("_other", None)
+            if ":" in line or "=" in line:
+                k = keys.get(line, _UNSEEN_KEY)
+                if k is _UNSEEN_KEY:
+                    k = _key(line)
+                if k is not None:
+                    if k[1]:
+                        fields.setdefault(k[0], k[2])
+                    continue
+        buf.append(line)
+    if current is not None and current not in fields:
+        _keep(fields, current, buf)
     return fields, "\n".join(free).strip()
+
+
+_UNSEEN = "\x00"  # (no heading memo entry: titles are field names, "_other" or None)
+_UNSEEN_KEY = ("", False, "")
+
+
+def _keep(fields: dict[str, str], field: str, lines: list[str]) -> None:
+    """``fields[field]`` = the section's text, when it is real content."""
+    # (the lines of "\n".join(lines) are the lines': none holds a line break, so a text
+    # without one has at most one line with content: the text itself)
+    text = "\n".join(lines).strip()
+    if _real_one(text) if "\n" not in text else _real_lines(lines):
+        fields[field] = text
 
 
 def record_fields(c: Change, risk: str | None, ticket_res: list[re.Pattern[str]]) -> dict[str, str]:
@@ -214,8 +249,13 @@ def _record(c: Change, risk: str | None) -> tuple[dict[str, str], str]:
     body = c.body or ""
     if c.change_type == "direct_push" and not body.strip():
         body = "\n\n".join(ci.message.split("\n", 1)[1] for ci in c.commits if "\n" in ci.message)
-    names, level = _body_fields(body)
-    found = dict.fromkeys(names, "body")
+    fields, free = parse_record(body)
+    found = dict.fromkeys(fields, "body")
+    if "description" not in found and _real(free) and len(free) >= 20:
+        found["description"] = "body"
+    level = _risk_level(fields.get("risk", ""))
+    if "risk" in found and level is None:
+        del found["risk"]
     if level is not None:
         found["_risk_level"] = level
     if risk:
@@ -237,31 +277,21 @@ def _record(c: Change, risk: str | None) -> tuple[dict[str, str], str]:
 _SYSTEM_LABELS: dict[str, bool] = {}
 
 
-# body → what :func:`_body_fields` says of it. A pure function of the body, memoised for
-# bodies that recur verbatim (a PR template left unfilled, a bot's or a tool's fixed text,
-# a repository's one-line conventions); bounded in entries and in the length of a body kept.
-_BODIES: dict[str, tuple[tuple[str, ...], str | None]] = {}
-_BODIES_MAX = 4096
-_BODY_MAX_LEN = 4096
+# a risk section's text → the level it names (None when none): sections recur ("low")
+_LEVELS: dict[str, str | None] = {}
 
 
-def _body_fields(body: str) -> tuple[tuple[str, ...], str | None]:
-    """The fields the body holds (in the order found) and the risk level it states."""
-    hit = _BODIES.get(body)
-    if hit is not None:
-        return hit
-    fields, free = parse_record(body)
-    names = list(fields)
-    if "description" not in fields and _real(free) and len(free) >= 20:
-        names.append("description")
-    level = _RISK.search(fields.get("risk", ""))
-    if "risk" in fields and level is None:
-        names.remove("risk")
-    out = (tuple(names), level.group(1).lower() if level is not None else None)
-    if len(body) <= _BODY_MAX_LEN:
-        if len(_BODIES) >= _BODIES_MAX:
-            _BODIES.clear()
-        _BODIES[body] = out
+def _risk_level(text: str) -> str | None:
+    try:
+        return _LEVELS[text]
+    except KeyError:
+        pass
+    m = _RISK.search(text)
+    out = m.group(1).lower() if m is not None else None
+    if len(text) <= 200:  # (a long section is kept out of the memo)
+        if len(_LEVELS) >= _MEMO_MAX:
+            _LEVELS.clear()
+        _LEVELS[text] = out
     return out
 
 
@@ -285,24 +315,7 @@ class ChangeRecord(ChangeControl):
         c = f.change
         if c.change_type == "initial":
             return self.res(f, NOT_APPLICABLE, ["the repository's initial commit"], digest)
-        # the verdict but its approval trail depends on the body, the labels and the risk
-        # only (unless linked tickets are read): memoised per settings for recurring bodies
-        prep = f.prep if f.prep.settings is ctx.settings else prepared(ctx.settings)
-        body = c.body
-        key = (
-            (body, c.labels, f.risk)
-            if len(body) <= _BODY_MAX_LEN and c.change_type != "direct_push"
-            else None
-        )
-        memo = prep.records
-        verdict = memo.get(key) if key is not None else None
-        if verdict is None:
-            verdict, keep = _judge_record(c, f.risk, ctx.settings.documentation)
-            if key is not None and keep:
-                if len(memo) >= _BODIES_MAX:
-                    memo.clear()
-                memo[key] = verdict
-        failed, head = verdict
+        failed, head = _judge_record(c, f.risk, ctx.settings.documentation)
         if f.independent:
             approvers = ", ".join(
                 [f"{a.name} at {at}" for a, at in zip(f.independent, f.independent_at, strict=True)]
@@ -315,16 +328,13 @@ class ChangeRecord(ChangeControl):
 
 def _judge_record(
     c: Change, facts_risk: str | None, doc: Documentation
-) -> tuple[tuple[bool, tuple[str, ...]], bool]:
-    """((whether a required field is missing, the reasons before the approval trail),
-    whether that depends only on the body, the labels and ``facts_risk``)."""
+) -> tuple[bool, tuple[str, ...]]:
+    """(whether a required field is missing, the reasons before the approval trail)."""
     found, body = _record(c, facts_risk)
     level = found.pop("_risk_level", None)
     risk_level = facts_risk or level
     required = _required(doc.required_fields, doc.high_risk_required_fields, risk_level == "high")
-    # the tickets (and the title) are read only when they can matter
-    tickets = "justification" in required and "justification" not in found
-    if tickets:
+    if "justification" in required:  # the tickets are read only when they can matter
         _justify(found, c, body, _compiled(doc.ticket_patterns))
     missing = [x for x in required if x not in found]
     risk = f" (risk {risk_level})" if risk_level else ""
@@ -335,7 +345,7 @@ def _judge_record(
                 "the change record lacks: " + ", ".join(LABELS[m] for m in missing) + risk,
                 *(f"has {LABELS[k]} ({found[k]})" for k in required if k in found),
             ),
-        ), not tickets
+        )
     held = _HELD.get((required, risk))
     if held is None:
         if len(_HELD) >= 1024:
@@ -344,7 +354,7 @@ def _judge_record(
             f"the change record holds all {len(required)} required field(s){risk}: "
             + ", ".join([LABELS[k] for k in required])
         )
-    return (False, (held,)), not tickets
+    return False, (held,)
 
 
 # (required fields, risk note) → the passing reason that lists them (a handful per settings)

@@ -51,7 +51,6 @@ class Prepared:
         "iac_shift",
         "known_checks",
         "known_paths",
-        "records",
         "security",
         "sensitive_mask",
         "settings",
@@ -89,11 +88,6 @@ class Prepared:
         # security_bits)
         self.known_checks: dict[str, int] = {}
         self._teams: dict[str, frozenset[str] | None] = {}
-        # CM-DOC-1: (body, labels, risk) → its verdict but the approval trail (filled by
-        # ChangeRecord.judge, which alone knows when the verdict reads nothing else)
-        self.records: dict[
-            tuple[str, tuple[str, ...], str | None], tuple[bool, tuple[str, ...]]
-        ] = {}
         # risk → the approvals required; only without [[rules]], which alone read the
         # repository and the paths
         self._required: dict[str | None, int] | None = None if settings.rules else {}
