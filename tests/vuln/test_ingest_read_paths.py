@@ -234,3 +234,37 @@ def test_a_finding_passes_only_what_differs_and_equals_the_constructors(
         **extra,  # type: ignore[arg-type]
     )
     assert repr(got) == repr(want)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        b'{"SchemaVersion": 2, "ArtifactName": "a", "Results": []}',
+        b'{"ClusterName": "c", "Vulnerabilities": []}',
+        b'{"ClusterName": "c", "SchemaVersion": 2}',  # a report that names its cluster
+        b'{"ClusterName": "c", "Results": 7}',  # a cluster scan with an odd extra key
+        b'{"SchemaVersion": null}',
+        b'{"ClusterName": 5}',
+        b"[]",
+        b'{"SchemaVersion": 2, "Results": [',
+    ],
+)
+def test_trivy_decodes_once_what_probing_then_decoding_gave(doc: bytes) -> None:
+    from changeproof.vuln.parsers import trivy
+    from changeproof.vuln.parsers.base import ParseContext, decode, probe_keys
+    from changeproof.vuln.parsers.sniff import sniff
+
+    def probed() -> object:
+        keys = probe_keys(doc, file="t.json", scanner="trivy", sniff=sniff)
+        typ = trivy._K8s if "ClusterName" in keys and "SchemaVersion" not in keys else trivy._Report
+        return decode(doc, typ, file="t.json", scanner="trivy", sniff=sniff)
+
+    ctx = ParseContext(file="t.json", repo="acme/app", scan_id="S-1", raw_sha256="0" * 64, now=NOW)
+    try:
+        want: object = probed()
+    except InputFormatError as exc:
+        with pytest.raises(InputFormatError) as got:
+            trivy._decoded(doc, ctx)
+        assert (got.value.what, got.value.hint) == (exc.what, exc.hint)
+    else:
+        assert trivy._decoded(doc, ctx) == want

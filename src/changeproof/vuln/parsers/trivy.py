@@ -99,6 +99,44 @@ class _K8s(msgspec.Struct):
     Misconfigurations: list[_K8sResource] | None = None
 
 
+class _Either(msgspec.Struct):
+    """Both shapes' fields in one pass (a report and a cluster scan share none): a valid file
+    is decoded once, not probed for its keys first. Anything else — a field missing or of
+    another type, bad JSON — is decoded the plain way, which names what is wrong."""
+
+    SchemaVersion: int | msgspec.UnsetType = msgspec.UNSET
+    ArtifactName: str = ""
+    ArtifactType: str = ""
+    CreatedAt: str | None = None
+    Results: list[_Result] | None = None
+    Trivy: _Tool | None = None
+    ClusterName: str | msgspec.UnsetType = msgspec.UNSET
+    Vulnerabilities: list[_K8sResource] | None = None
+    Misconfigurations: list[_K8sResource] | None = None
+
+
+def _decoded(data: Data, ctx: ParseContext) -> _Report | _K8s:
+    """The file as a report or a cluster scan: what probing its keys and decoding that shape
+    gives."""
+    try:
+        e = msgspec.json.decode(data, type=_Either)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        e = None
+    if e is not None:
+        if not isinstance(e.ClusterName, msgspec.UnsetType) and isinstance(
+            e.SchemaVersion, msgspec.UnsetType
+        ):
+            return _K8s(e.ClusterName, e.Vulnerabilities, e.Misconfigurations)
+        if not isinstance(e.SchemaVersion, msgspec.UnsetType):
+            return _Report(
+                e.SchemaVersion, e.ArtifactName, e.ArtifactType, e.CreatedAt, e.Results, e.Trivy
+            )
+    keys = probe_keys(data, file=ctx.file, scanner=NAME, sniff=sniff)
+    if "ClusterName" in keys and "SchemaVersion" not in keys:
+        return decode(data, _K8s, file=ctx.file, scanner=NAME, sniff=sniff)
+    return decode(data, _Report, file=ctx.file, scanner=NAME, sniff=sniff)
+
+
 _FIX: dict[str, FixState] = {
     "fixed": "fixed",
     "affected": "not_fixed",
@@ -203,10 +241,9 @@ class _Builder:
 
 
 def parse(data: Data, ctx: ParseContext) -> ParsedScan:
-    keys = probe_keys(data, file=ctx.file, scanner=NAME, sniff=sniff)
-    if "ClusterName" in keys and "SchemaVersion" not in keys:
-        return _parse_k8s(data, ctx)
-    doc = decode(data, _Report, file=ctx.file, scanner=NAME, sniff=sniff)
+    doc = _decoded(data, ctx)
+    if isinstance(doc, _K8s):
+        return _parse_k8s(doc, ctx)
     if doc.SchemaVersion != 2:
         raise InputFormatError(
             f"{ctx.file}: unknown Trivy SchemaVersion {doc.SchemaVersion} at JSON path $.SchemaVersion",
@@ -239,8 +276,7 @@ def parse(data: Data, ctx: ParseContext) -> ParsedScan:
     )
 
 
-def _parse_k8s(data: Data, ctx: ParseContext) -> ParsedScan:
-    doc = decode(data, _K8s, file=ctx.file, scanner=NAME, sniff=sniff)
+def _parse_k8s(doc: _K8s, ctx: ParseContext) -> ParsedScan:
     when, src = ctx.settle_time(None)
     b = _Builder(ctx)
     for res in (*(doc.Vulnerabilities or ()), *(doc.Misconfigurations or ())):
