@@ -333,7 +333,7 @@ def _judge_record(
     found, body = _record(c, facts_risk)
     level = found.pop("_risk_level", None)
     risk_level = facts_risk or level
-    required = _required(doc.required_fields, doc.high_risk_required_fields, risk_level == "high")
+    required, held_by_risk = _required(doc, risk_level == "high")
     if "justification" in required:  # the tickets are read only when they can matter
         _justify(found, c, body, _compiled(doc.ticket_patterns))
     missing = [x for x in required if x not in found]
@@ -346,26 +346,30 @@ def _judge_record(
                 *(f"has {LABELS[k]} ({found[k]})" for k in required if k in found),
             ),
         )
-    held = _HELD.get((required, risk))
+    held = held_by_risk.get(risk)
     if held is None:
-        if len(_HELD) >= 1024:
-            _HELD.clear()
-        held = _HELD[(required, risk)] = (
+        held = held_by_risk[risk] = (
             f"the change record holds all {len(required)} required field(s){risk}: "
             + ", ".join([LABELS[k] for k in required])
         )
     return False, (held,)
 
 
-# (required fields, risk note) → the passing reason that lists them (a handful per settings)
-_HELD: dict[tuple[tuple[str, ...], str], str] = {}
+_Required = tuple[tuple[str, ...], dict[str, str]]
+# id(documentation settings) → (them, then per [not high risk, high risk]: the fields a change
+# record must hold, and per risk note the passing reason that lists them)
+_REQUIRED: dict[int, tuple[Documentation, tuple[_Required, _Required]]] = {}
 
 
-@functools.lru_cache(maxsize=256)
-def _required(required: tuple[str, ...], high_risk: tuple[str, ...], high: bool) -> tuple[str, ...]:
-    """The fields a change record must hold: the settings' ``required_fields``, and for a
-    high-risk change ``high_risk_required_fields`` too."""
-    out = list(required)
-    if high:
-        out += [x for x in high_risk if x not in out]
-    return tuple(out)
+def _required(doc: Documentation, high: bool) -> _Required:
+    """The fields a change record must hold — the settings' ``required_fields``, and for a
+    high-risk change ``high_risk_required_fields`` too — and the passing reasons' memo."""
+    hit = _REQUIRED.get(id(doc))
+    if hit is None or hit[0] is not doc:
+        base = list(doc.required_fields)
+        extra = [x for x in doc.high_risk_required_fields if x not in base]
+        hit = (doc, ((tuple(base), {}), ((*base, *extra), {})))
+        if len(_REQUIRED) >= 64:
+            _REQUIRED.clear()
+        _REQUIRED[id(doc)] = hit
+    return hit[1][high]

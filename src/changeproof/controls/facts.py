@@ -93,7 +93,9 @@ def _participants(
     return frozenset(keys), labels
 
 
-def _participant_keys(change: Change, settings: Settings, web_flow: frozenset[str]) -> frozenset[str]:
+def _participant_keys(
+    change: Change, settings: Settings, web_flow: frozenset[str]
+) -> frozenset[str]:
     """``_participants(change, settings, web_flow)[0]`` without the labels (only ``check
     --explain`` shows them: :attr:`ChangeFacts.participant_labels` derives them on demand)."""
     prev = change.author
@@ -357,20 +359,32 @@ def compute_facts(change: Change, settings: Settings) -> ChangeFacts:
                     r.state == "APPROVED" or (r.state == "DISMISSED" and r.dismissed_at is not None)
                 ) and r.reviewer.keys() & pkeys:
                     self_approvers.add(r.reviewer.login or r.reviewer.email or "?")
-    paths = change_paths(change)
-    if paths is None:
-        bits: tuple[int, ...] | None = None
-        union = 0
-    else:
+    # change_paths(change), and each path's class bits with their union
+    files = change.files
+    paths: tuple[str, ...] | None = None
+    bits: tuple[int, ...] | None = None
+    union = 0
+    if files is not None:
         known = prep.known_paths
-        union = 0
+        names: list[str] = []
         out: list[int] = []
-        for p in paths:
+        for fc in files:
+            p = fc.path
             b = known.get(p)
             if b is None:
                 b = prep.path_bits(p)
+            names.append(p)
             out.append(b)
             union |= b
+            old = fc.previous_path
+            if old and old != p:  # a renamed file's old name too (FileChange.paths)
+                b = known.get(old)
+                if b is None:
+                    b = prep.path_bits(old)
+                names.append(old)
+                out.append(b)
+                union |= b
+        paths = tuple(names)
         bits = tuple(out)
     risk = detect_risk(change)
     required = prep.required_approvals(change.repo, paths, risk)

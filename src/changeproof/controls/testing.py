@@ -225,10 +225,20 @@ class RequiredChecks(ChangeControl):
             outcome=outcome,
             reasons=v.reasons,
             repo=c.repo,
-            evidence=tuple(sorted({digest, *ev})) if ev else (digest,),
+            evidence=_with(digest, ev),
             remediation=None if outcome in OK else self.remediation_for(outcome),
             details={},
         )
+
+
+def _with(digest: str, ev: tuple[str, ...]) -> tuple[str, ...]:
+    """``tuple(sorted({digest, *ev}))``: the change's digest and the snapshot's, in order."""
+    if not ev:
+        return (digest,)
+    if len(ev) == 1:
+        e = ev[0]
+        return (digest,) if e == digest else (digest, e) if digest < e else (e, digest)
+    return tuple(sorted({digest, *ev}))
 
 
 class SecurityTesting(ChangeControl):
