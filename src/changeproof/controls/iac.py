@@ -205,7 +205,6 @@ class InfrastructureReviewed(ChangeControl):
             reasons.append(f"team {inf.team} approval present")
         return res(Outcome.PASS, reasons, tuple(read))
 
-
     def _res(
         self,
         f: ChangeFacts,
