@@ -5,6 +5,7 @@ binary COPY (from COPY_MIN_ROWS rows on)."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -167,3 +168,23 @@ def test_failed_big_unit_of_work_keeps_nothing(store: Store, workspace: Workspac
     assert store.count("deployment") == 0
     rep = verify_locker(store, workspace.public_key_pem())
     assert rep.ok and rep.entries == 0 and rep.objects == 0
+
+
+def test_new_sqlite_stores_use_large_pages_and_old_ones_keep_theirs(tmp_path: Path) -> None:
+    import sqlite3
+
+    from changeproof.store import SQLITE_PAGE_SIZE
+
+    new = tmp_path / "new.db"
+    with Store.open(f"sqlite:///{new}") as store, store.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == SQLITE_PAGE_SIZE
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    old = tmp_path / "old.db"
+    raw = sqlite3.connect(old)
+    raw.execute("PRAGMA page_size=4096")
+    raw.execute("CREATE TABLE t (x)")
+    raw.commit()
+    raw.close()
+    with Store.open(f"sqlite:///{old}") as store, store.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
+        assert store.schema_version()  # migrated in place, pages as they were
