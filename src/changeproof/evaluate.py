@@ -877,6 +877,7 @@ class _ResultWriter:
             from changeproof.store import _pg_copy_types
 
             self.copy_types = _pg_copy_types(schema.result_groups, list(self.COLS))
+        self.copy_sql = f"COPY result_groups ({', '.join(self.COLS)}) FROM STDIN (FORMAT BINARY)"
         # SQLite: many rows per statement. The driver releases the GIL around every step, and
         # with one row per statement this thread then waits for it again after each row while
         # the evaluating thread runs; a step per slice of rows makes that rare.
@@ -932,11 +933,14 @@ class _ResultWriter:
             # the DBAPI connection of the run's own transaction: the COPY commits with it
             raw = self.conn.connection.driver_connection
             assert raw is not None
-            sql = f"COPY result_groups ({', '.join(self.COLS)}) FROM STDIN (FORMAT BINARY)"
-            with raw.cursor() as cur, cur.copy(sql) as cp:
-                cp.set_types(self.copy_types)
-                for row in rows:
-                    cp.write_row(row)
+            dbapi_error = self.conn.dialect.loaded_dbapi.Error
+            try:
+                with raw.cursor() as cur, cur.copy(self.copy_sql) as cp:
+                    cp.set_types(self.copy_types)
+                    for row in rows:
+                        cp.write_row(row)
+            except dbapi_error as exc:  # as SQLAlchemy reports any other statement's failure
+                raise sa.exc.DBAPIError.instance(self.copy_sql, None, exc, dbapi_error) from exc
             return
         per = self.per
         full = len(rows) - len(rows) % per if per > 1 else 0

@@ -114,8 +114,7 @@ def test_writer_thread_stores_in_order_and_reports_its_errors(store: Store) -> N
     with pytest.raises(sa.exc.SQLAlchemyError), store.engine.begin() as conn:
         w = _ResultWriter(conn, 8, batch=2)
         w.sql = w.sql.replace("INSERT INTO result_groups", "INSERT INTO no_such_table")
-        if w.copy_types is not None:  # PostgreSQL's binary COPY: text cannot go as int8
-            w.copy_types = ["int8"] * len(w.copy_types)
+        w.copy_sql = w.copy_sql.replace("COPY result_groups", "COPY no_such_table")
         for r in rows[:6]:
             w.add_groups((result_group([r]),))
         w.close()
