@@ -181,22 +181,37 @@ class _Population:
                 self.deployed.setdefault((dep.repo, dep.commit_sha), []).append(
                     (dep.id, dep.environment, dig)
                 )
-        self._missing: list[Any] = []  # the locker query's answer (or error), once it ran
-        self._missing_thread: threading.Thread | None = None
+        self._early: dict[str, Any] = {}  # answers (or errors) of the work done early
+        self._thread: threading.Thread | None = None
+        self._abandoned = False
 
-    def query_locker(self, store: Store, period: Period, repo: str | None) -> None:
-        """Start the locker-coverage query (it reads no streamed change) on a thread: the
-        database works on it while the changes are judged. Call it after any fork."""
+    def start_early(self, work: Mapping[str, Callable[[], Any]]) -> None:
+        """Run store reads that need no streamed change (the locker's coverage, what each
+        deployment shipped) on a thread while the changes are judged: the database does
+        much of it without the GIL. Call it after any fork; :meth:`early` collects."""
 
         def run() -> None:
-            try:
-                self._missing.append(_locker_missing(store, period, repo))
-            except BaseException as exc:  # re-raised by gathered()
-                self._missing.append(exc)
+            for name, fn in work.items():
+                if self._abandoned:  # the stream stopped: nobody will ask
+                    return
+                try:
+                    self._early[name] = fn()
+                except BaseException as exc:  # re-raised by early()
+                    self._early[name] = exc
 
-        if self._missing_thread is None:
-            self._missing_thread = threading.Thread(target=run, name="locker-query", daemon=True)
-            self._missing_thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=run, name="check-early-reads", daemon=True)
+            self._thread.start()
+
+    def early(self, name: str, fn: Callable[[], Any]) -> Any:
+        """What :meth:`start_early` computed for ``name`` (computed now if it was not)."""
+        self.settle()
+        if name not in self._early:
+            self._early[name] = fn()
+        value = self._early[name]
+        if isinstance(value, BaseException):
+            raise value
+        return value
 
     def observe(self, f: _Facts, change: Change, digest: str, failed: list[str]) -> None:
         """One judged change into the batch's facts ``f`` (changes in stream order)."""
@@ -255,17 +270,14 @@ class _Population:
             hit[1].extend(ids[: MAX_WINDOW_IDS - len(hit[1])])
         self.all.traced |= f.traced
 
-    def settle(self) -> None:
-        if self._missing_thread is not None:
-            self._missing_thread.join()
+    def settle(self, *, abandon: bool = False) -> None:
+        """Wait for the early reads (with ``abandon``, for the one under way only)."""
+        self._abandoned = self._abandoned or abandon
+        if self._thread is not None:
+            self._thread.join()
 
     def gathered(self, store: Store, period: Period, repo: str | None) -> dict[str, Any]:
-        self.settle()
-        if not self._missing:
-            self._missing.append(_locker_missing(store, period, repo))
-        missing = self._missing[0]
-        if isinstance(missing, BaseException):
-            raise missing
+        missing = self.early("locker_missing", lambda: _locker_missing(store, period, repo))
         untraced: list[tuple[str, str, str, str, str]] = []
         traced = self.all.traced
         for (r, sha), deps in sorted(self.deployed.items()):
@@ -614,9 +626,21 @@ def iter_result_groups(
     change_participants: dict[str, frozenset[str]] = {}
     first_of_repo: dict[str, str] = {}
     outcome = _OUTCOMES.__getitem__
+
+    def judged_deployments() -> set[str]:
+        return {
+            d.id for _, d in store.iter_records(Deployment, repo=repo, start=p.start, end=p.end)
+        }
+
+    early: dict[str, Callable[[], Any]] = {
+        "locker_missing": lambda: _locker_missing(store, p, repo),
+    }
+    if RECORD_CONTROLS:
+        early["shipped"] = lambda: shipped_changes(store, settings, repo=repo)
+        early["judged"] = judged_deployments
     try:
         for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo, batch):
-            pop.query_locker(store, p, repo)  # now that the workers (if any) have forked
+            pop.start_early(early)  # now that the workers (if any) have forked
             if chunk.facts is not None:
                 pop.merge(chunk.facts)
             pop.worst.update(zip(chunk.ids, map(outcome, chunk.worst), strict=True))
@@ -626,14 +650,16 @@ def iter_result_groups(
             yield chunk
             if on_change is not None and chunk.ids:
                 on_change(len(chunk.ids))
-    finally:
-        pop.settle()  # however the stream ends, no query thread outlives it
+    except BaseException:
+        pop.settle(abandon=True)  # no thread outlives a stream that stopped early
+        raise
+    pop.settle()
     if not RECORD_CONTROLS:
         return
-    shipped = shipped_changes(store, settings, repo=repo)
+    shipped = pop.early("shipped", early["shipped"])
     # the deployment controls judge the period's deployments only: what those shipped from
     # before the period is judged too (never assumed); older deployments' shipments are not
-    judged = {d.id for _, d in store.iter_records(Deployment, repo=repo, start=p.start, end=p.end)}
+    judged = pop.early("judged", early["judged"])
     for dep_id, ids in shipped.items():
         if dep_id not in judged:
             continue
