@@ -154,6 +154,10 @@ class InfrastructureReviewed(ChangeControl):
             return self._res(f, NOT_APPLICABLE, _INITIAL, digest, details)
         if f.paths is None:
             return self._res(f, INDETERMINATE, _NO_FILES, digest, details)
+        prep = f.prep
+        # infrastructure_classes(f, ctx.settings), without the call when no path is in one
+        if prep.settings is ctx.settings and not f.path_union & prep.iac_mask:
+            return self._res(f, NOT_APPLICABLE, _NO_INFRA, digest, details)
         classes = infrastructure_classes(f, ctx.settings)
         if not classes:
             return self._res(f, NOT_APPLICABLE, _NO_INFRA, digest, details)

@@ -107,7 +107,12 @@ class SensitivePathApproval(ChangeControl):
         truncated = (
             c.files is not None and c.files_total is not None and c.files_total > len(c.files)
         )
-        hits = sensitive_hits(f, ctx.settings)
+        prep = f.prep
+        # sensitive_hits(f, ctx.settings), without the call when no path is sensitive
+        if prep.settings is ctx.settings and not f.path_union & prep.sensitive_mask:
+            hits: list[tuple[SensitivePaths, list[str]]] = []
+        else:
+            hits = sensitive_hits(f, ctx.settings)
         if not hits:
             if truncated:
                 return self.res(
