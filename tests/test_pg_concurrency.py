@@ -408,17 +408,8 @@ def test_two_github_collections_of_one_organisation_at_once(pg_workspace: Worksp
     assert all(r.complete for r in done), [r.notes for r in done]
     # each repository was collected once and found unchanged once
     assert sorted(r.skipped for r in done) == [False] * len(names) + [True] * len(names)
-    e = schema.evidence
     with Store.open(ws.db_url) as store:
-        with store.connect() as conn:
-            dup = conn.execute(
-                sa.select(e.c.kind, e.c.key).group_by(e.c.kind, e.c.key).having(sa.func.count() > 1)
-            ).all()
-            n = conn.execute(
-                sa.select(sa.func.count()).select_from(e).where(e.c.kind == Change.kind)
-            ).scalar()
-        assert dup == [] and n
-        assert verify_locker(store, ws.public_key_pem()).ok
+        assert _stored_once(store, ws)
 
 
 def test_two_gitlab_collections_of_one_project_at_once(pg_workspace: Workspace) -> None:
@@ -467,19 +458,25 @@ def test_two_gitlab_collections_of_one_project_at_once(pg_workspace: Workspace) 
     # the first collector of acme/app stored its changes; the second found them stored
     app = sorted(r.changes for p, r in outcomes if p == "acme/app" and isinstance(r, ProjectResult))
     assert app[0] == 0 and app[1] == 14, app
-    e = schema.evidence
     with Store.open(ws.db_url) as store:
-        with store.connect() as conn:
-            dup = conn.execute(
-                sa.select(e.c.kind, e.c.key).group_by(e.c.kind, e.c.key).having(sa.func.count() > 1)
+        assert _stored_once(store, ws) == {"acme/app": 14, "acme/web": 14}
+
+
+def _stored_once(store: Store, ws: Workspace) -> dict[str, int]:
+    """Changes stored per repository, after checking no record is stored twice and the
+    locker verifies."""
+    e = schema.evidence
+    with store.connect() as conn:
+        dup = conn.execute(
+            sa.select(e.c.kind, e.c.key).group_by(e.c.kind, e.c.key).having(sa.func.count() > 1)
+        ).all()
+        per_repo: dict[str, int] = dict(
+            conn.execute(
+                sa.select(e.c.repo, sa.func.count())
+                .where(e.c.kind == Change.kind)
+                .group_by(e.c.repo)
             ).all()
-            per_repo: dict[str, int] = dict(
-                conn.execute(
-                    sa.select(e.c.repo, sa.func.count())
-                    .where(e.c.kind == Change.kind)
-                    .group_by(e.c.repo)
-                ).all()
-            )
-        assert dup == []
-        assert per_repo == {"acme/app": 14, "acme/web": 14}
-        assert verify_locker(store, ws.public_key_pem()).ok
+        )
+    assert dup == []
+    assert verify_locker(store, ws.public_key_pem()).ok
+    return per_repo
