@@ -113,7 +113,9 @@ def standard_change(f: ChangeFacts, ctx: Context) -> tuple[Outcome, list[str]] |
         if not c.commits:
             why_not.append(f"standard change '{policy.name}': the commits were not collected")
             continue
-        humans = sorted({_name(a) for a in people if not _allowed(a, policy, ctx.settings)})
+        # each distinct contributor judged once (the same bot is author, committer, pusher)
+        allowed = {a: _allowed(a, policy, ctx.settings) for a in dict.fromkeys(people)}
+        humans = sorted({_name(a) for a in people if not allowed[a]})
         if humans:
             why_not.append(
                 f"not a standard change under '{policy.name}': commits or pushes by "
