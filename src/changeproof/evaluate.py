@@ -171,12 +171,15 @@ class _Population:
         self.windows: dict[tuple[str, str], list[tuple[datetime, datetime | None, str]]] = {}
         for wid, r, b, a, z, _why in weak_windows(ctx):
             self.windows.setdefault((r, b), []).append((a, z, wid))
-        # production deployments in the period, by (repo, commit), until a change lands them
+        # production deployments in the period, by (repo, commit), until a change lands them;
+        # and every deployment of the period (the ones the deployment controls judge)
         prod = set(ctx.settings.environments.production)
         self.deployed: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        self.in_period: set[str] = set()
         for dig, dep in store.iter_records(
             Deployment, repo=repo, start=period.start, end=period.end
         ):
+            self.in_period.add(dep.id)
             if dep.environment in prod:
                 self.deployed.setdefault((dep.repo, dep.commit_sha), []).append(
                     (dep.id, dep.environment, dig)
@@ -627,17 +630,11 @@ def iter_result_groups(
     first_of_repo: dict[str, str] = {}
     outcome = _OUTCOMES.__getitem__
 
-    def judged_deployments() -> set[str]:
-        return {
-            d.id for _, d in store.iter_records(Deployment, repo=repo, start=p.start, end=p.end)
-        }
-
     early: dict[str, Callable[[], Any]] = {
         "locker_missing": lambda: _locker_missing(store, p, repo),
     }
     if RECORD_CONTROLS:
         early["shipped"] = lambda: shipped_changes(store, settings, repo=repo)
-        early["judged"] = judged_deployments
     try:
         for chunk in _judge_all(store, judge, p, repo, jobs, parallel_from, first_of_repo, batch):
             pop.start_early(early)  # now that the workers (if any) have forked
@@ -659,7 +656,7 @@ def iter_result_groups(
     shipped = pop.early("shipped", early["shipped"])
     # the deployment controls judge the period's deployments only: what those shipped from
     # before the period is judged too (never assumed); older deployments' shipments are not
-    judged = pop.early("judged", early["judged"])
+    judged = pop.in_period
     for dep_id, ids in shipped.items():
         if dep_id not in judged:
             continue
