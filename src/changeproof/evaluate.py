@@ -21,6 +21,7 @@ import hashlib
 import itertools
 import os
 import queue
+import socket
 import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
@@ -59,7 +60,7 @@ from changeproof.evidence import (
 )
 from changeproof.outcomes import SEVERITY, Outcome, Result, decode_group, encode_group
 from changeproof.settings import Settings
-from changeproof.store import Store, outcome_pairs, schema, to_us
+from changeproof.store import Store, now_utc, outcome_pairs, schema, to_us
 from changeproof.vuln.lifecycle import Linkage
 
 __all__ = [
@@ -431,8 +432,46 @@ class _Judge:
         self.plan_subjects = frozenset(
             s for _, p in ctx.table("plan") if (s := getattr(p, "subject", None)) is not None
         )
+        self.store: Store | None = None  # set for workers that read change bodies themselves
+        self._reader: tuple[int, Store] | None = None  # (pid, this process's own connections)
 
-    def batch(self, rows: list[tuple[str, bytes]]) -> _Chunk:
+    def batch_ids(self, ids: list[int]) -> _Chunk:
+        """:meth:`batch` for stored changes named by row id, read by this process itself on
+        its own connections: the bodies never pass through the parent (reading, pickling and
+        piping them there cost a quarter of its time), and no read transaction stays open for
+        the whole stream (a long one would keep SQLite from checkpointing the results as they
+        are committed). A row changed since the ids were listed is judged as it is now (its
+        digest says which); a row gone since is skipped."""
+        assert self.store is not None
+        pid = os.getpid()
+        if self._reader is None or self._reader[0] != pid:
+            # never the parent's connections: they are shared sockets and files after a fork
+            self._reader = (pid, self.store.reopen())
+        t = schema.evidence
+        # by primary key alone (a condition on the kind would let SQLite pick the kind index
+        # and scan every change); the kind is checked here
+        q = sa.select(t.c.id, t.c.kind, t.c.digest, t.c.body).where(
+            t.c.id.in_(sa.bindparam("ids", expanding=True))
+        )
+        reader = self._reader[1]
+        kind = Change.kind
+        try:
+            with reader.connect() as conn:
+                got = {i: (d, b) for i, k, d, b in conn.execute(q, {"ids": ids}) if k == kind}
+        except sa.exc.SQLAlchemyError as exc:
+            from changeproof.store import _explain_db_error
+
+            raise _explain_db_error(reader.url, exc) from None
+        return self.batch([got[i] for i in ids if i in got])
+
+    def close(self) -> None:
+        """Close this process's own connections, if :meth:`batch_ids` opened any (a worker
+        never needs to: it ends with its process)."""
+        if self._reader is not None and self._reader[0] == os.getpid():
+            self._reader[1].close()
+        self._reader = None
+
+    def batch(self, rows: list[tuple[str, bytes]] | list[tuple[str, Any]]) -> _Chunk:
         groups: list[_Group] = []
         ids: list[str] = []
         worst: list[str] = []
@@ -520,6 +559,8 @@ def default_jobs() -> int:
 
 PARALLEL_FROM = 5_000  # fewer changes than this are judged in-process (no pool start-up)
 _BATCH = 500
+_SEGMENT = 50_000  # result groups per committed segment of a run
+_ABANDONED_AFTER_US = 15 * 60 * 1_000_000  # an unfinished run silent this long is gone
 
 
 def _change_rows(
@@ -547,6 +588,52 @@ def _change_rows(
                 yield [(str(d), b if type(b) is bytes else bytes(b), str(r)) for d, b, r in part]
         finally:
             res.close()  # a server-side cursor (PostgreSQL) must not outlive an abandoned stream
+
+
+_ID_PAGE = 50_000
+
+
+def _change_ids(
+    store: Store,
+    repo: str | None,
+    start: datetime | None,
+    end: datetime | None,
+    first_ids: dict[str, int],
+    batch: int = _BATCH,
+) -> Iterator[list[int]]:
+    """Row ids of the stored changes, in :func:`_change_rows` order, ``batch`` at a time.
+    Read a page at a time (keyset), each page its own short read: nothing holds one snapshot
+    for the whole stream. ``first_ids`` gets each repository's first row id."""
+    t = schema.evidence
+    q = sa.select(t.c.id, t.c.repo, t.c.occurred_us).where(t.c.kind == Change.kind)
+    if repo is not None:
+        q = q.where(t.c.repo == repo)
+    if start is not None:
+        q = q.where(t.c.occurred_us >= to_us(start))
+    if end is not None:
+        q = q.where(t.c.occurred_us < to_us(end))
+    q = q.order_by(t.c.repo, t.c.occurred_us, t.c.id).limit(_ID_PAGE)
+    after: tuple[Any, ...] | None = None
+    pending: list[int] = []
+    while True:
+        page = q
+        if after is not None:
+            page = q.where(sa.tuple_(t.c.repo, t.c.occurred_us, t.c.id) > sa.tuple_(*after))
+        with store.connect() as conn:
+            rows = conn.execute(page).all()
+        for i, r, _ in rows:
+            if r not in first_ids:
+                first_ids[r] = i
+            pending.append(i)
+            if len(pending) >= batch:
+                yield pending
+                pending = []
+        if len(rows) < _ID_PAGE:
+            break
+        last_id, last_repo, last_at = rows[-1]
+        after = (last_repo, last_at, last_id)
+    if pending:
+        yield pending
 
 
 def _judge_all(
@@ -583,8 +670,30 @@ def _judge_all(
             yield judge.batch(rows)
         return
     # The workers fork before the stream opens (ordered_map forks first, then pulls batches):
-    # they inherit the judge and its context, and no open cursor.
-    yield from forkpool.ordered_map(judge.batch, batches(), jobs, setup=_worker_start)
+    # they inherit the judge and its context, and no open cursor. They get row ids and read
+    # the bodies themselves.
+    judge.store = store
+    first_ids: dict[str, int] = {}
+    try:
+        yield from forkpool.ordered_map(
+            judge.batch_ids,
+            _change_ids(store, repo, period.start, period.end, first_ids, batch),
+            jobs,
+            setup=_worker_start,
+        )
+    finally:
+        judge.store = None
+    if first_ids:  # each repository's first change's digest (CM-VUL-* name it)
+        t = schema.evidence
+        with store.connect() as conn:
+            digests = dict(
+                conn.execute(
+                    sa.select(t.c.id, t.c.digest).where(t.c.id.in_(list(first_ids.values())))
+                ).all()
+            )
+        for r, i in first_ids.items():
+            if i in digests:
+                first_of_repo.setdefault(r, str(digests[i]))
 
 
 def iter_result_groups(
@@ -880,7 +989,9 @@ class _ResultWriter:
 
     COLS = ("run_id", "subject", "repo", "outcomes", "worst", "n", "digest", "body")
 
-    def __init__(self, conn: sa.Connection, run_id: int, batch: int = 2_000) -> None:
+    def __init__(
+        self, conn: sa.Connection, run_id: int, batch: int = 2_000, segment: int | None = None
+    ) -> None:
         compiled = (
             sa.insert(schema.result_groups)
             .inline()
@@ -892,7 +1003,12 @@ class _ResultWriter:
         # positional drivers (SQLite) take tuples in the statement's order; named ones dicts
         self.order = None if order is None else tuple(self.COLS.index(n) for n in order)
         self.run_id = run_id
-        self.batch = batch
+        self.batch = batch if segment is None else max(1, min(batch, segment))
+        # commit every ``segment`` groups (None: the caller commits). One transaction for a
+        # million changes left SQLite 1.5 GB of WAL to copy into the database at the commit,
+        # seconds with one core idle; segments are checkpointed while the check goes on.
+        self.segment = segment
+        self.uncommitted = 0
         self.rows: list[Any] = []
         # PostgreSQL (psycopg 3): binary COPY, several times the rate of executemany
         self.copy_types: list[str] | None = None
@@ -964,6 +1080,7 @@ class _ResultWriter:
                         cp.write_row(row)
             except dbapi_error as exc:  # as SQLAlchemy reports any other statement's failure
                 raise sa.exc.DBAPIError.instance(self.copy_sql, None, exc, dbapi_error) from exc
+            self._wrote(len(rows))
             return
         per = self.per
         full = len(rows) - len(rows) % per if per > 1 else 0
@@ -973,6 +1090,18 @@ class _ResultWriter:
             self.conn.exec_driver_sql(self.many_sql, slices)
         if full < len(rows):
             self.conn.exec_driver_sql(self.sql, rows[full:])
+        self._wrote(len(rows))
+
+    def _wrote(self, n: int) -> None:
+        self.uncommitted += n
+        if self.segment is not None and self.uncommitted >= self.segment:
+            self.conn.execute(
+                sa.update(schema.runs)
+                .where(schema.runs.c.id == self.run_id)
+                .values(beat_us=to_us(now_utc()))
+            )
+            self.conn.commit()
+            self.uncommitted = 0
 
     def abort(self) -> None:
         self.rows = []
@@ -1019,10 +1148,13 @@ def run_check(
     jobs: int = 1,
     parallel_from: int = PARALLEL_FROM,
     batch: int = _BATCH,
+    segment: int | None = _SEGMENT,
 ) -> CheckRun:
     """Evaluate every change in scope and store the results as one run. ``keep`` sees every
     stored group (``group.results()`` decodes its results); ``on_change(n)`` hears of every
-    ``n`` changes judged; ``jobs`` > 1 judges changes in worker processes."""
+    ``n`` changes judged; ``jobs`` > 1 judges changes in worker processes. Results are
+    committed ``segment`` groups at a time; the run counts (for every reader) only once it
+    is marked finished, and a run that fails is removed."""
     with _gc_relaxed():
         return _run_check(
             store,
@@ -1036,6 +1168,7 @@ def run_check(
             jobs=jobs,
             parallel_from=parallel_from,
             batch=batch,
+            segment=segment,
         )
 
 
@@ -1054,6 +1187,45 @@ def _gc_relaxed() -> Iterator[None]:
         gc.unfreeze()
 
 
+def _drop_run(store: Store, run_id: int) -> None:
+    """Remove what a run that did not finish committed (best effort: if the database cannot
+    be reached now, the run stays unfinished, ignored, and the next check removes it)."""
+    with contextlib.suppress(sa.exc.SQLAlchemyError), store.engine.begin() as conn:
+        _delete_runs(conn, [run_id])
+
+
+def _delete_runs(conn: sa.Connection, ids: list[int]) -> None:
+    conn.execute(sa.delete(schema.result_groups).where(schema.result_groups.c.run_id.in_(ids)))
+    conn.execute(sa.delete(schema.runs).where(schema.runs.c.id.in_(ids)))
+
+
+def _owner_gone(owner: str | None, beat_us: int | None, now_us: int) -> bool:
+    if beat_us is None or now_us - beat_us > _ABANDONED_AFTER_US:
+        return True
+    host, _, pid = (owner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's check: only its silence tells
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists (another user's process)
+        return False
+    return False
+
+
+def _drop_abandoned_runs(conn: sa.Connection) -> None:
+    """Remove unfinished runs whose check is gone (killed before it could clean up)."""
+    r = schema.runs
+    rows = conn.execute(
+        sa.select(r.c.id, r.c.owner, r.c.beat_us).where(r.c.finished_us.is_(None))
+    ).all()
+    now_us = to_us(now_utc())
+    gone = [int(i) for i, owner, beat in rows if _owner_gone(owner, beat, now_us)]
+    if gone:
+        _delete_runs(conn, gone)
+
+
 def _run_check(
     store: Store,
     settings: Settings,
@@ -1067,6 +1239,7 @@ def _run_check(
     jobs: int,
     parallel_from: int,
     batch: int,
+    segment: int | None = _SEGMENT,
 ) -> CheckRun:
     p = period or Period(None, None)
     summary = Summary()
@@ -1074,19 +1247,24 @@ def _run_check(
     scope = msgspec.json.encode(
         {"period": p.label(), "repo": repo, "now": now.isoformat()}
     ).decode()
-    with store.engine.begin() as conn:
-        run_id = int(
-            conn.execute(
-                sa.insert(schema.runs).values(
-                    started_us=to_us(now),
-                    settings_digest=settings.version,
-                    scope=scope,
-                    tool_version=__version__,
-                    result_count=0,
-                )
-            ).inserted_primary_key[0]  # type: ignore[index]
-        )
-        write = _ResultWriter(conn, run_id)
+    with store.engine.connect() as conn:
+        with conn.begin():
+            _drop_abandoned_runs(conn)
+            run_id = int(
+                conn.execute(
+                    sa.insert(schema.runs).values(
+                        started_us=to_us(now),
+                        settings_digest=settings.version,
+                        scope=scope,
+                        tool_version=__version__,
+                        result_count=0,
+                        owner=f"{socket.gethostname()}:{os.getpid()}",
+                        beat_us=to_us(now_utc()),
+                    )
+                ).inserted_primary_key[0]  # type: ignore[index]
+            )
+        # committed a segment at a time: readers ignore the run until it is marked finished
+        write = _ResultWriter(conn, run_id, segment=segment)
         count = 0
         stream = iter_result_groups(
             store,
@@ -1110,20 +1288,24 @@ def _run_check(
                 if keep is not None:
                     for g in chunk.groups:
                         keep(ResultGroup(*g))
+            write.close()
+            pairs = outcome_pairs(" ".join(tokens))  # the same order as tokens' keys
+            for (control, outcome), n in sorted(zip(pairs, tokens.values(), strict=True)):
+                summary.counts.setdefault(control, Counter())[outcome] += n
+            total = agg.hexdigest()
+            conn.execute(
+                sa.update(schema.runs)
+                .where(schema.runs.c.id == run_id)
+                .values(finished_us=to_us(now), results_digest=total, result_count=count)
+            )
+            conn.commit()
         except BaseException:
             write.abort()  # stop the writer before the transaction rolls back
             stream.close()  # and close the evidence cursors now, not at garbage collection
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
+                conn.rollback()
+            _drop_run(store, run_id)
             raise
-        write.close()
-        pairs = outcome_pairs(" ".join(tokens))  # the same order as tokens' keys
-        for (control, outcome), n in sorted(zip(pairs, tokens.values(), strict=True)):
-            summary.counts.setdefault(control, Counter())[outcome] += n
-        total = agg.hexdigest()
-        conn.execute(
-            sa.update(schema.runs)
-            .where(schema.runs.c.id == run_id)
-            .values(finished_us=to_us(now), results_digest=total, result_count=count)
-        )
     return CheckRun(run_id, summary, total, settings.version)
 
 

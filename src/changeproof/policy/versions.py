@@ -356,7 +356,11 @@ def _unapproved_runs(
     from changeproof.store import to_us
 
     t = schema.runs
-    q = sa.select(t.c.started_us, t.c.settings_digest).order_by(t.c.started_us)
+    q = (
+        sa.select(t.c.started_us, t.c.settings_digest)
+        .where(t.c.finished_us.is_not(None))  # an unfinished run counts for nothing yet
+        .order_by(t.c.started_us)
+    )
     if p.start is not None:
         q = q.where(t.c.started_us >= to_us(p.start))
     if p.end is not None:

@@ -31,7 +31,7 @@ from changeproof.store import schema
 if TYPE_CHECKING:
     from changeproof.locker import Locker
 
-SCHEMA_HEAD = "0003"
+SCHEMA_HEAD = "0004"
 R = TypeVar("R", bound=Record)
 
 _encoder = msgspec.json.Encoder(order="sorted")
@@ -147,6 +147,12 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def reopen(self) -> Store:
+        """The same database through a new engine with its own connections: what a forked
+        process uses (the parent's connections are shared sockets and files after a fork,
+        never to be touched by the child)."""
+        return Store.open(self.engine.url.render_as_string(hide_password=False), migrate=False)
 
     def __enter__(self) -> Store:
         return self

@@ -100,6 +100,10 @@ runs = Table(
     Column("tool_version", String(32), nullable=False),
     Column("results_digest", String(64), nullable=True),
     Column("result_count", BigInteger, nullable=False, default=0),
+    # (migration 0004) an unfinished run's writer ("host:pid") and the wall-clock time of
+    # its last committed segment of results: finished_us NULL means readers ignore the run
+    Column("owner", String(256), nullable=True),
+    Column("beat_us", BigInteger, nullable=True),
 )
 
 # One row per subject and run: every result a run gave that subject (a change's nine, a
