@@ -21,7 +21,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from changeproof.evaluate import run_check
+from changeproof.evaluate import default_jobs, run_check
 from changeproof.locker import Locker, Signer
 from changeproof.settings import Settings
 from changeproof.sources.git import GitSource
@@ -131,8 +131,10 @@ def main() -> None:
         collect_main_cpu = time.thread_time() - main0
         collect_load = os.getloadavg()[0]  # wall figures mean little when this is high
 
+        # as `changeproof check` runs it: one judging process per CPU
+        jobs = default_jobs()
         t0 = time.perf_counter()
-        run = run_check(store, settings, now)
+        run = run_check(store, settings, now, jobs=jobs)
         check_s = time.perf_counter() - t0
         changes = sum(run.summary.counts["CM-REV-1"].values())
 
@@ -163,6 +165,7 @@ def main() -> None:
             "check_changes": changes,
             "check_s": round(check_s, 2),
             "check_changes_per_s": round(changes / check_s),
+            "check_jobs": jobs,
             "incremental_commits": res2.commits,
             "incremental_collect_s": round(recollect_s, 3),
             "peak_rss_mb": round(rss_mb),
@@ -183,6 +186,7 @@ def main() -> None:
         print(f"{'check: changes':<28}{changes:>14,}")
         print(f"{'check: seconds':<28}{check_s:>14.2f}")
         print(f"{'check: changes/s':<28}{figures['check_changes_per_s']:>14,}   target ≥ 20,000")
+        print(f"{'check: judging processes':<28}{jobs:>14}")
         print(f"{'incremental: new commits':<28}{res2.commits:>14,}")
         print(f"{'incremental: seconds':<28}{recollect_s:>14.3f}")
         print(f"{'peak RSS (MB)':<28}{figures['peak_rss_mb']:>14,}")
