@@ -27,7 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import msgspec
 import sqlalchemy as sa
@@ -55,6 +55,7 @@ from changeproof.evidence import (
     Deployment,
     ExceptionGrant,
     ProtectionSnapshot,
+    Record,
     TeamMembership,
     record_type,
 )
@@ -147,6 +148,34 @@ def build_context(
     )
 
 
+R = TypeVar("R", bound=Record)
+
+
+def _records(
+    store: Store,
+    ctx: Context,
+    cls: type[R],
+    repo: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> Iterable[tuple[str, R]]:
+    """Stored records of one kind (of a repository, occurred in [start, end)) in time order:
+    from the context when it holds that kind already (a million changes come with tens of
+    thousands of deployments: decoded once, not once per deployment control), else read."""
+    if cls.kind not in ctx.tables:
+        return store.iter_records(cls, repo=repo, start=start, end=end)
+    out: list[tuple[str, R]] = []
+    for dig, rec in ctx.tables[cls.kind]:
+        # the evidence row's repo and time are the record's (store.record_key)
+        at = rec.provenance.occurred_at  # type: ignore[attr-defined]
+        if repo is not None and getattr(rec, "repo", None) != repo:
+            continue
+        if (start is not None and at < start) or (end is not None and at >= end):
+            continue
+        out.append((dig, cast(R, rec)))
+    return out
+
+
 class _Facts:
     """What record controls need to know about a run of consecutive changes: gathered per
     batch (in a worker process, if any) and merged in stream order by :class:`_Population`."""
@@ -177,9 +206,7 @@ class _Population:
         prod = set(ctx.settings.environments.production)
         self.deployed: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
         self.in_period: set[str] = set()
-        for dig, dep in store.iter_records(
-            Deployment, repo=repo, start=period.start, end=period.end
-        ):
+        for dig, dep in _records(store, ctx, Deployment, repo, period.start, period.end):
             self.in_period.add(dep.id)
             if dep.environment in prod:
                 self.deployed.setdefault((dep.repo, dep.commit_sha), []).append(
@@ -808,12 +835,9 @@ def iter_result_groups(
                 groups = []
         if control.record_kind is None:
             continue
-        for dig, rec in store.iter_records(record_type(control.record_kind), repo=repo):
-            occurred = rec.provenance.occurred_at  # type: ignore[attr-defined]
-            if p.start is not None and occurred < p.start:
-                continue
-            if p.end is not None and occurred >= p.end:
-                continue
+        for dig, rec in _records(
+            store, ctx, record_type(control.record_kind), repo, p.start, p.end
+        ):
             r = apply_exceptions(control.evaluate(rec, ctx, dig), frozenset(), ctx)
             groups.append(result_group([r]))
             if len(groups) >= _BATCH:

@@ -198,3 +198,31 @@ def test_downgrading_drops_unfinished_runs(workspace: Workspace, store: Store) -
     assert groups == len(_rows(store, done.run_id))
     _migrate(store, "0004")
     assert store.schema_version() == "0004"
+
+
+def test_deployments_from_the_context_judge_as_the_stored_ones(
+    workspace: Workspace, store: Store
+) -> None:
+    # the record loop and the population take deployments from the context when it loaded
+    # them (one decode, not one per deployment control); a context without them reads the
+    # store: the same groups either way, with a period and a repository too
+    put(workspace, store, *_variety())
+    window = Period(NOW - timedelta(days=27), NOW - timedelta(days=22))
+    for period, repo in ((None, None), (window, None), (window, "acme/web")):
+        loaded = build_context(store, SETTINGS, NOW)
+        bare = build_context(store, SETTINGS, NOW, record_controls=())
+        assert loaded.table("deployment") and not bare.table("deployment")
+        a = [
+            g
+            for c in ev.iter_result_groups(
+                store, SETTINGS, NOW, period=period, repo=repo, ctx=loaded
+            )
+            for g in c.groups
+        ]
+        b = [
+            g
+            for c in ev.iter_result_groups(store, SETTINGS, NOW, period=period, repo=repo, ctx=bare)
+            for g in c.groups
+        ]
+        assert a == b
+        assert sum(1 for g in a if "/prod/" in g[0]) >= (3 if repo else 9) * (period is None)
