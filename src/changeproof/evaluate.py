@@ -683,6 +683,7 @@ def _judge_all(
         jobs > 1
         and judge.index is None
         and forkpool.available()
+        and store.reopenable  # workers read the changes on their own connections
         and store.count(Change.kind) >= parallel_from
     )
 

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 from datetime import timedelta
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -226,3 +227,22 @@ def test_deployments_from_the_context_judge_as_the_stored_ones(
         ]
         assert a == b
         assert sum(1 for g in a if "/prod/" in g[0]) >= (3 if repo else 9) * (period is None)
+
+
+def test_only_a_database_other_processes_can_open_is_judged_in_workers(
+    tmp_path: Path,
+) -> None:
+    # workers read the changes on connections of their own: an in-memory SQLite database
+    # exists only in its own connection, so a check on one judges in-process
+    cases = {
+        "sqlite://": False,
+        "sqlite:///:memory:": False,
+        f"sqlite:///{tmp_path / 'store.db'}": True,
+        "postgresql+psycopg://u@127.0.0.1:1/db": True,
+    }
+    for url, expected in cases.items():
+        s = Store.open(url, migrate=False)
+        try:
+            assert s.reopenable is expected, url
+        finally:
+            s.close()

@@ -148,6 +148,20 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def reopenable(self) -> bool:
+        """Whether a new engine on this URL (another process's) reaches the same database:
+        not for an in-memory SQLite database, which exists only in its own connection."""
+        if self.dialect != "sqlite":
+            return True
+        url = self.engine.url
+        name = url.database or ""
+        return (
+            name not in ("", ":memory:")
+            and "mode=memory" not in name
+            and url.query.get("mode") != "memory"
+        )
+
     def reopen(self) -> Store:
         """The same database through a new engine with its own connections: what a forked
         process uses (the parent's connections are shared sockets and files after a fork,

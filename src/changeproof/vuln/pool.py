@@ -33,7 +33,7 @@ import stat
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -579,6 +579,13 @@ class ParsePool:
         p.pending.append(job)
         p.busy += 1
 
+    def _start_checkpoints(self, w: Writer) -> None:
+        if self._checkpointer is None and self.checkpoint:
+            # (a thread: started after the workers were forked, stopped before any new fork)
+            url = w.conn.engine.url
+            if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+                self._checkpointer = _Checkpointer(str(url.database))
+
     def ingest_jobs(
         self, w: Writer, jobs: Iterable[ParseJob], *, now: datetime, settings: Settings
     ) -> Iterator[FileResult]:
@@ -586,146 +593,233 @@ class ParsePool:
         A job without ``data`` is read by the worker (its ``file`` is the path). The first
         bad file raises its error (an unreadable one, raised by ``jobs``, too); nothing after
         it is written, and the caller's transaction rolls back the files before it."""
-        procs = self._pool()
-        if self._checkpointer is None and self.checkpoint:
-            # (a thread: started after the workers were forked, stopped before any new fork)
-            url = w.conn.engine.url
-            if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-                self._checkpointer = _Checkpointer(str(url.database))
-        unscored = settings.patching.unscored_tier
-        now_iso = now.isoformat()
-        it = iter(jobs)
-        failed: ChangeproofError | None = None  # raised by ``jobs``: fails in its turn
-        held: ParseJob | None = None  # the next job, waiting for a worker
-        order: deque[_Proc] = deque()  # which worker answers each file sent, in file order
-        held_bytes = 0  # answers taken in, waiting for their turn
-        by_fd = {p.answers: p for p in procs}
-        poller = select.poll()
-        for p in procs:
-            poller.register(p.answers, select.POLLIN)
-
-        def next_job() -> ParseJob | None:
-            nonlocal failed, held
-            job, held = held, None
-            if job is None and failed is None:
-                try:
-                    job = next(it, None)
-                except ChangeproofError as exc:
-                    failed = exc
-            return job
-
-        def refill() -> None:
-            nonlocal held
-            while len(order) < self.window and held_bytes < self.max_held_bytes:
-                # the least busy worker: files differ a hundredfold in size
-                p = procs[0]
-                for q in procs:
-                    if q.busy < p.busy:
-                        p = q
-                if p.busy >= self.in_flight:
-                    return
-                job = next_job()
-                if job is None:
-                    return
-                if job.data is not None and p.pending:
-                    # bytes go to a worker only once it has answered everything: a large
-                    # answer and a large job could otherwise each wait for the other's pipe
-                    held = job
-                    return
-                self._send(p, job, now_iso, unscored)
-                order.append(p)
-
-        def receive(p: _Proc) -> None:
-            """Read ``p``'s next answer (and the bytes it read) into ``p.ready``."""
-            nonlocal held_bytes
-            try:
-                answer = _read(p.answers)
-                job = p.pending[len(p.ready)]
-                res = self._decoder.decode(memoryview(answer)[2:]) if answer[:2] == b"ok" else None
-                data = None
-                if res is not None and job.data is None:
-                    # out of the ring now: the next job tells the worker it may reuse it
-                    data = p.ring[res.at : res.at + res.size] if res.at >= 0 else _read(p.answers)
-            except (EOFError, OSError):
-                code = p.process.exitcode if not p.process.is_alive() else None
-                raise SourceError(
-                    f"a scanner-file parser process stopped unexpectedly (exit code {code})",
-                    expected="each parser process to answer for every file sent to it",
-                    hint="nothing was ingested; run the command again (and check the "
-                    "system log for a process killed for lack of memory)",
-                ) from None
-            p.ready.append((answer, res, data))
-            p.busy -= 1
-            p.received += 1
-            held_bytes += len(answer) + (len(data) if data is not None else 0)
-
-        def collect() -> None:
-            """Wait for answers and take in all that are there, so no worker waits on a full
-            pipe while the file before its own is still parsed; send those workers more."""
-            for fd, _ev in poller.poll():
-                q = by_fd[fd]
-                if q.busy:
-                    receive(q)
-            refill()
-
-        unwritten = 0  # files whose raw bytes the writer holds
+        feed = _Feed(self, (jobs,), now=now, settings=settings)
         done = False
         try:
-            refill()
-            while order:
-                p = order[0]
-                if not p.ready:
-                    if unwritten >= self.write_ahead_files:
-                        # about to wait for a parser: write the raw files held now, while
-                        # the parsers work, not at the command's end while they all wait
-                        w.write_raw()
-                        unwritten = 0
-                    t = time.perf_counter()
-                    while not p.ready:
-                        collect()
-                    self.wait_s += time.perf_counter() - t
-                order.popleft()
-                answer, res, data = p.ready.popleft()
-                job = p.pending.popleft()
-                held_bytes -= len(answer) + (len(data) if data is not None else 0)
-                # send the next file before writing this one: the worker parses meanwhile
-                refill()
-                if res is None:
-                    err = pickle.loads(answer[2:])  # noqa: S301 - our own worker's answer
-                    if isinstance(err, tuple):
-                        cls, what, expected, hint = err
-                        raise cls(what, expected=expected, hint=hint)
-                    raise err
-                p.cpu_s = max(p.cpu_s, res.cpu_s)
-                raw = job.data if data is None else data
-                assert raw is not None  # (the worker sends the bytes it read)
-                w.put_raw(
-                    raw,
-                    kind=f"scan:{job.scanner}",
-                    source=job.scanner,
-                    media_type="application/json",
-                    sha256=res.raw_sha256,
-                )
-                w.put_rows([dict(zip(_ROW, r, strict=True)) for r in res.rows])
-                unwritten += 1
-                del answer, data, raw
-                yield FileResult(
-                    file=job.file,
-                    scan_id=res.scan_id,
-                    scanner=job.scanner,
-                    tool=res.tool,
-                    format=res.format,
-                    scanned_at=datetime.fromisoformat(res.scanned_at),
-                    scanned_at_source=res.scanned_at_source,
-                    findings=res.findings,
-                    partial=res.partial,
-                    by_tier=res.by_tier,
-                    notes=res.notes,
-                )
-            if failed is not None:
-                raise failed
+            self._start_checkpoints(w)
+            yield from feed.write(w, 0)
             done = True
         finally:
             if not done:
                 # answers still on their way would be read as the next command's: start over
                 self.close(abort=True)
+
+    def ingest_commands(
+        self,
+        writer: Callable[[], contextlib.AbstractContextManager[Writer]],
+        commands: Iterable[Iterable[ParseJob]],
+        *,
+        now: datetime,
+        settings: Settings,
+    ) -> Generator[list[FileResult], None, None]:
+        """Ingest several commands' files, each command in a unit of work of its own
+        (``writer()``, e.g. ``lambda: store.writer(Locker(signer))``), in order; yields each
+        command's results once its unit of work has committed. For a process that ingests
+        continuously: the parsers go on with the next command's files while this one's last
+        files are written and committed, instead of waiting for every commit (≈ 4 ms each,
+        in which they would otherwise sit idle). Each command stays all or nothing: the first
+        bad file raises its error, its command keeps nothing, the commands before it are
+        committed and none after it is started. ``commands`` (and each command's jobs) are
+        iterated ahead of what is written: up to the pool's window of files."""
+        feed = _Feed(self, commands, now=now, settings=settings)
+        done = False
+        try:
+            k = 0
+            while feed.begun(k):
+                with writer() as w:
+                    self._start_checkpoints(w)
+                    results = list(feed.write(w, k))
+                yield results
+                k += 1
+            done = True
+        finally:
+            if not done:
+                self.close(abort=True)
+
+
+class _Feed:
+    """The files of one or more commands on their way through a pool's workers: sent ahead in
+    order (the next command's files too, while this one's end is written), answers taken in
+    as they come and written in file order into each command's own unit of work."""
+
+    def __init__(
+        self,
+        pool: ParsePool,
+        commands: Iterable[Iterable[ParseJob]],
+        *,
+        now: datetime,
+        settings: Settings,
+    ) -> None:
+        self.pool = pool
+        self.procs = procs = pool._pool()
+        self.unscored = settings.patching.unscored_tier
+        self.now_iso = now.isoformat()
+        self.commands = iter(commands)
+        self.current = -1  # the command whose jobs are being sent
+        self.jobs: Iterator[ParseJob] | None = None  # its jobs, not all sent yet
+        self.sent_all = -1  # the last command whose jobs are all sent
+        self.ended = False  # no more commands
+        self.failed: ChangeproofError | None = None  # raised by ``jobs``: fails in its turn
+        self.held: ParseJob | None = None  # the next job, waiting for a worker
+        # which worker answers each file sent, and for which command, in file order
+        self.order: deque[tuple[_Proc, int]] = deque()
+        self.held_bytes = 0  # answers taken in, waiting for their turn
+        self.by_fd = {p.answers: p for p in procs}
+        self.poller = select.poll()
+        for p in procs:
+            self.poller.register(p.answers, select.POLLIN)
+
+    def begun(self, k: int) -> bool:
+        """Whether command ``k`` exists (asking ``commands`` for it if need be); the ones
+        before it are written."""
+        while self.current < k:
+            if not self._advance():
+                return False
+        return True
+
+    def _advance(self) -> bool:
+        """Take the next command from ``commands`` (the current one's jobs are all sent)."""
+        if self.ended:
+            return False
+        cmd = next(self.commands, None)
+        if cmd is None:
+            self.ended = True
+            return False
+        self.current += 1
+        self.jobs = iter(cmd)
+        return True
+
+    def _next_job(self) -> ParseJob | None:
+        """The next file to send, the next command's once this one's are all sent."""
+        job, self.held = self.held, None
+        while job is None and self.failed is None:
+            if self.jobs is None and not self._advance():
+                break
+            assert self.jobs is not None
+            try:
+                job = next(self.jobs, None)
+            except ChangeproofError as exc:
+                self.failed = exc
+                break
+            if job is None:
+                self.jobs = None
+                self.sent_all = self.current
+        return job
+
+    def refill(self) -> None:
+        pool, procs, order = self.pool, self.procs, self.order
+        while len(order) < pool.window and self.held_bytes < pool.max_held_bytes:
+            # the least busy worker: files differ a hundredfold in size
+            p = procs[0]
+            for q in procs:
+                if q.busy < p.busy:
+                    p = q
+            if p.busy >= pool.in_flight:
+                return
+            job = self._next_job()
+            if job is None:
+                return
+            if job.data is not None and p.pending:
+                # bytes go to a worker only once it has answered everything: a large
+                # answer and a large job could otherwise each wait for the other's pipe
+                self.held = job
+                return
+            pool._send(p, job, self.now_iso, self.unscored)
+            order.append((p, self.current))
+
+    def receive(self, p: _Proc) -> None:
+        """Read ``p``'s next answer (and the bytes it read) into ``p.ready``."""
+        try:
+            answer = _read(p.answers)
+            job = p.pending[len(p.ready)]
+            res = self.pool._decoder.decode(memoryview(answer)[2:]) if answer[:2] == b"ok" else None
+            data = None
+            if res is not None and job.data is None:
+                # out of the ring now: the next job tells the worker it may reuse it
+                data = p.ring[res.at : res.at + res.size] if res.at >= 0 else _read(p.answers)
+        except (EOFError, OSError):
+            code = p.process.exitcode if not p.process.is_alive() else None
+            raise SourceError(
+                f"a scanner-file parser process stopped unexpectedly (exit code {code})",
+                expected="each parser process to answer for every file sent to it",
+                hint="nothing was ingested; run the command again (and check the "
+                "system log for a process killed for lack of memory)",
+            ) from None
+        p.ready.append((answer, res, data))
+        p.busy -= 1
+        p.received += 1
+        self.held_bytes += len(answer) + (len(data) if data is not None else 0)
+
+    def collect(self) -> None:
+        """Wait for answers and take in all that are there, so no worker waits on a full
+        pipe while the file before its own is still parsed; send those workers more."""
+        for fd, _ev in self.poller.poll():
+            q = self.by_fd[fd]
+            if q.busy:
+                self.receive(q)
+        self.refill()
+
+    def write(self, w: Writer, k: int) -> Iterator[FileResult]:
+        """Write command ``k``'s files into ``w`` in order (the commands before it are
+        written), yielding each file's result once its records are written."""
+        pool, order = self.pool, self.order
+        unwritten = 0  # files whose raw bytes the writer holds
+        self.refill()
+        while True:
+            if not order or order[0][1] != k:
+                # nothing of command k is on its way: done once all its jobs are sent
+                if self.failed is not None and self.current == k:
+                    raise self.failed
+                if self.sent_all >= k or self.ended:
+                    return
+                self.refill()
+                continue
+            p = order[0][0]
+            if not p.ready:
+                if unwritten >= pool.write_ahead_files:
+                    # about to wait for a parser: write the raw files held now, while
+                    # the parsers work, not at the command's end while they all wait
+                    w.write_raw()
+                    unwritten = 0
+                t = time.perf_counter()
+                while not p.ready:
+                    self.collect()
+                pool.wait_s += time.perf_counter() - t
+            order.popleft()
+            answer, res, data = p.ready.popleft()
+            job = p.pending.popleft()
+            self.held_bytes -= len(answer) + (len(data) if data is not None else 0)
+            # send the next file before writing this one: the worker parses meanwhile
+            self.refill()
+            if res is None:
+                err = pickle.loads(answer[2:])  # noqa: S301 - our own worker's answer
+                if isinstance(err, tuple):
+                    cls, what, expected, hint = err
+                    raise cls(what, expected=expected, hint=hint)
+                raise err
+            p.cpu_s = max(p.cpu_s, res.cpu_s)
+            raw = job.data if data is None else data
+            assert raw is not None  # (the worker sends the bytes it read)
+            w.put_raw(
+                raw,
+                kind=f"scan:{job.scanner}",
+                source=job.scanner,
+                media_type="application/json",
+                sha256=res.raw_sha256,
+            )
+            w.put_rows([dict(zip(_ROW, r, strict=True)) for r in res.rows])
+            unwritten += 1
+            del answer, data, raw
+            yield FileResult(
+                file=job.file,
+                scan_id=res.scan_id,
+                scanner=job.scanner,
+                tool=res.tool,
+                format=res.format,
+                scanned_at=datetime.fromisoformat(res.scanned_at),
+                scanned_at_source=res.scanned_at_source,
+                findings=res.findings,
+                partial=res.partial,
+                by_tier=res.by_tier,
+                notes=res.notes,
+            )
