@@ -28,7 +28,7 @@ from pathlib import Path
 from changeproof.locker import Locker, Signer
 from changeproof.settings import Settings
 from changeproof.store import Store
-from changeproof.vuln.ingest import FileResult, ParseJob, ingest_jobs
+from changeproof.vuln.ingest import FileResult, ParseJob, ingest_jobs, parse_bytes
 from changeproof.vuln.pool import ParsePool, default_workers
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "external"
@@ -65,6 +65,12 @@ def main() -> None:
         help="Parser processes (0: in-process; default: one per usable CPU, up to 3).",
     )
     ap.add_argument("--in-flight", type=int, default=None, help="Files queued per parser process.")
+    ap.add_argument(
+        "--no-overlap",
+        dest="overlap",
+        action="store_false",
+        help="Parsers wait for each command's commit (as the pool did before ingest_commands).",
+    )
     ap.add_argument("--keep", type=Path, help="Keep the workspace here.")
     args = ap.parse_args()
 
@@ -79,41 +85,69 @@ def main() -> None:
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     now = datetime.now(UTC)
 
+    # how many findings each corpus file holds (parsed once here, before the clock starts):
+    # the commands are made up front of the files that reach N findings, so with parser
+    # processes the next command's files can be sent while this one commits
+    counts = []
+    for scanner, path in FILES:
+        _ctx, parsed = parse_bytes(
+            scanner, path.read_bytes(), file=str(path), repo="acme/repo", now=now, settings=settings
+        )
+        counts.append(len(parsed.findings))
+    planned = 0
+
+    def plan() -> Iterator[list[ParseJob]]:
+        # the commands, made as they are asked for (memory stays flat in N)
+        nonlocal planned
+        i = 0
+        while planned < args.findings:
+            command: list[ParseJob] = []
+            while len(command) < args.files_per_command and planned < args.findings:
+                scanner, name, data = blobs[i % len(blobs)]
+                when = t0 + timedelta(minutes=i)
+                command.append(ParseJob(scanner, name, data, f"acme/repo-{i % 20}", when))
+                planned += counts[i % len(blobs)]
+                i += 1
+            yield command
+
     total = files = commands = 0
     rss_samples: list[tuple[int, float]] = []
     start = time.perf_counter()
     cpu0 = time.process_time()
     pool = ParsePool(args.workers, in_flight=args.in_flight) if args.workers > 0 else None
-    i = 0
-
-    def jobs() -> Iterator[ParseJob]:
-        # one command's files; stops once enough findings are in (the last command is short)
-        nonlocal i
-        for _ in range(args.files_per_command):
-            if total >= args.findings:
-                return
-            scanner, name, data = blobs[i % len(blobs)]
-            yield ParseJob(scanner, name, data, f"acme/repo-{i % 20}", t0 + timedelta(minutes=i))
-            i += 1
 
     def done(res: FileResult) -> None:
         nonlocal total, files
         total += res.findings
         files += 1
 
-    while total < args.findings:
-        # one `changeproof ingest` command: its files in one transaction, as the CLI does
-        with store.writer(Locker(signer)) as w:
-            if pool is not None:
-                for res in pool.ingest_jobs(w, jobs(), now=now, settings=settings):
-                    done(res)
-            else:
-                ingest_jobs(w, jobs(), now=now, settings=settings, on_file=done)
+    def committed() -> None:
+        nonlocal commands
         commands += 1
         if commands % 20 == 0:
             rss_samples.append((total, rss_mb()))
+
+    if pool is not None and args.overlap and hasattr(pool, "ingest_commands"):
+        # one `changeproof ingest` command per transaction, as the CLI does; the parsers go on
+        # with the next command's files while one commits (a process that ingests continuously)
+        for results in pool.ingest_commands(
+            lambda: store.writer(Locker(signer)), plan(), now=now, settings=settings
+        ):
+            for res in results:
+                done(res)
+            committed()
+    else:
+        for command in plan():
+            with store.writer(Locker(signer)) as w:
+                if pool is not None:
+                    for res in pool.ingest_jobs(w, command, now=now, settings=settings):
+                        done(res)
+                else:
+                    ingest_jobs(w, command, now=now, settings=settings, on_file=done)
+            committed()
     if pool is not None:
         pool.close()
+    assert total == planned, (total, planned)
     elapsed = time.perf_counter() - start
     main_cpu = time.process_time() - cpu0
     # the parsers report their own CPU time (they are the fork server's children, not ours)
