@@ -24,7 +24,7 @@ import queue
 import socket
 import threading
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, TypeVar, cast
@@ -436,6 +436,22 @@ def _chunk(groups: list[_Group], **judged: Any) -> _Chunk:
     )
 
 
+# PostgreSQL: one array parameter (planned once per shape, not once per list length) and
+# results in binary format — bodies as text are hex, twice the bytes for the server to encode
+# and the client to decode (measured: half the CPU on both sides for 100,000 change bodies)
+_BY_IDS_SQL = "SELECT id, kind, digest, body FROM evidence WHERE id = ANY(%s)"
+
+
+def _pg_binary_rows(conn: sa.Connection, sql: str, ids: list[int]) -> list[Any]:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        return list(raw.execute(sql, [ids], binary=True).fetchall())
+    except dbapi_error as exc:  # reported as SQLAlchemy reports any other statement's failure
+        raise sa.exc.DBAPIError.instance(sql, [ids], exc, dbapi_error) from exc
+
+
 class _Judge:
     """Judges changes from their stored bodies; runs in-process or in a worker process."""
 
@@ -483,8 +499,13 @@ class _Judge:
         reader = self._reader[1]
         kind = Change.kind
         try:
+            rows: Sequence[Any]
             with reader.connect() as conn:
-                got = {i: (d, b) for i, k, d, b in conn.execute(q, {"ids": ids}) if k == kind}
+                if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+                    rows = _pg_binary_rows(conn, _BY_IDS_SQL, ids)
+                else:
+                    rows = conn.execute(q, {"ids": ids}).all()
+            got = {i: (d, b) for i, k, d, b in rows if k == kind}
         except sa.exc.SQLAlchemyError as exc:
             from changeproof.store import _explain_db_error
 
