@@ -171,6 +171,7 @@ def main() -> None:
     print(f"{'CPU s (writer + parsers)':<28}{main_cpu:>8.1f} + {worker_cpu:.1f}")
     if pool is not None:
         print(f"{'writer waited for parsers':<28}{pool.wait_s:>12.1f} s")
+        print(f"{'parsers waited for files':<28}{pool.worker_idle_s:>12.1f} s (summed)")
     print(f"{'findings per CPU-second':<28}{total / cpu:>14,.0f}")
     print(f"{'peak RSS (MB)':<28}{peak:>14.1f}")
     load = os.getloadavg()[0]
@@ -190,6 +191,7 @@ def main() -> None:
                 "workers": args.workers,
                 "cpu_s_writer": round(main_cpu, 1),
                 "cpu_s_parsers": round(worker_cpu, 1),
+                "idle_s_parsers": round(pool.worker_idle_s, 1) if pool is not None else 0.0,
                 "elapsed_s": round(elapsed, 1),
                 "load_avg": round(load, 1),
             }

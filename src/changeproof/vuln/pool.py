@@ -138,6 +138,7 @@ class _Answer(msgspec.Struct, array_like=True):
     notes: list[str]
     rows: list[tuple[Any, ...]]
     cpu_s: float  # the worker's CPU time so far
+    idle_s: float  # … and the time it waited for a job so far
     at: int
     size: int
 
@@ -285,9 +286,12 @@ def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...], buf: mmap.mma
     settings_by_tier: dict[str, Settings] = {}
     ring = _Ring(buf)
     answered = 0
+    idle = 0.0  # seconds spent waiting for a job (the parent did not keep this one busy)
     with contextlib.suppress(EOFError, BrokenPipeError, KeyboardInterrupt):
         while True:
+            t = time.perf_counter()
             head = _read(jobs_fd)
+            idle += time.perf_counter() - t
             if head == _STOP:
                 return
             job = jobs.decode(head)
@@ -342,6 +346,7 @@ def _worker(jobs_fd: int, out_fd: int, inherited: tuple[int, ...], buf: mmap.mma
                 notes=res.notes,
                 rows=rows,
                 cpu_s=time.process_time(),
+                idle_s=idle,
                 at=at,
                 size=len(data),
             )
@@ -411,6 +416,7 @@ class _Proc:
         self.busy = 0  # files sent whose answer is not read yet
         self.received = 0  # answers read
         self.cpu_s = 0.0
+        self.idle_s = 0.0
 
     def close(self) -> None:
         for fd in (self.jobs, self.answers):
@@ -462,6 +468,11 @@ class _Checkpointer:
         self._conn.close()
 
 
+# files handed to each parser and not answered yet: the parent refills them only between the
+# files it writes, so while it commits (≈ 4 ms) a parser lives on what it has queued; with 4
+# (≈ 2 ms of the corpus mix) each waited ≈ 2–3 ms per command, with 16 well under 1
+IN_FLIGHT = 16
+
 # raw files the parent holds before writing them (the locker's payloads) while it waits for
 # a parser: few enough that a command ends with little left to write, enough that each write
 # is not one statement per file
@@ -474,7 +485,8 @@ class ParsePool:
     Workers are forked on first use (cheap: nothing to import; they touch none of the
     parent's database connections and leave with ``os._exit``). Only where ``fork`` is safe
     and available (Linux): elsewhere ``ingest_jobs`` parses in the calling process.
-    ``in_flight``: files handed to each worker and not answered yet (default 4); ``window``:
+    ``in_flight``: files handed to each worker and not answered yet (default 16: enough
+    queued work, ≈ 5 ms of the corpus mix, to keep a worker busy through a commit); ``window``:
     files sent and not yet written (default 64: a worker done with small files runs ahead of
     one parsing a large file); ``ring_bytes``: each worker's shared buffer for the bytes it
     read; ``checkpoint``: on SQLite, copy the WAL into the database on a thread of its own
@@ -496,7 +508,7 @@ class ParsePool:
         self.checkpoint = checkpoint
         self.ring_bytes = max(1, ring_bytes)
         self.workers = max(1, workers)
-        self.in_flight = max(1, in_flight or 4)
+        self.in_flight = max(1, in_flight or IN_FLIGHT)
         # files sent and not yet written: a worker that is done with its small files may run
         # ahead of one parsing a large file by this much (answers wait in memory meanwhile)
         self.window = max(self.in_flight * self.workers, window or 64)
@@ -504,6 +516,7 @@ class ParsePool:
         self.max_held_bytes = 64 << 20
         self._procs: list[_Proc] = []
         self._cpu_closed = 0.0  # CPU seconds of workers already stopped
+        self._idle_closed = 0.0  # … and the seconds they waited for a job
         self.wait_s = 0.0  # wall seconds this process waited for answers
         self._decoder = msgspec.msgpack.Decoder(_Answer)
         self._checkpointer: _Checkpointer | None = None
@@ -515,6 +528,12 @@ class ParsePool:
     def worker_cpu_s(self) -> float:
         """CPU seconds the parser processes have used (to their last answer)."""
         return self._cpu_closed + sum(p.cpu_s for p in self._procs)
+
+    @property
+    def worker_idle_s(self) -> float:
+        """Seconds the parser processes waited for a job (to their last answer), summed:
+        time this process left them without work (e.g. while it committed)."""
+        return self._idle_closed + sum(p.idle_s for p in self._procs)
 
     def _pool(self) -> list[_Proc]:
         if not self._procs:
@@ -538,6 +557,7 @@ class ParsePool:
         answer nobody will read would wait forever."""
         procs, self._procs = self._procs, []
         self._cpu_closed += sum(p.cpu_s for p in procs)
+        self._idle_closed += sum(p.idle_s for p in procs)
         if self._checkpointer is not None:
             self._checkpointer.close()
             self._checkpointer = None
@@ -798,6 +818,7 @@ class _Feed:
                     raise cls(what, expected=expected, hint=hint)
                 raise err
             p.cpu_s = max(p.cpu_s, res.cpu_s)
+            p.idle_s = max(p.idle_s, res.idle_s)
             raw = job.data if data is None else data
             assert raw is not None  # (the worker sends the bytes it read)
             w.put_raw(
