@@ -469,9 +469,11 @@ class _Checkpointer:
 
 
 # files handed to each parser and not answered yet: the parent refills them only between the
-# files it writes, so while it commits (≈ 4 ms) a parser lives on what it has queued; with 4
-# (≈ 2 ms of the corpus mix) each waited ≈ 2–3 ms per command, with 16 well under 1
-IN_FLIGHT = 16
+# files it writes, so while it commits (≈ 4 ms, more as the database grows) a parser lives on
+# what it has queued. The parsers' summed wait for work in the benchmark: at 300,000 findings
+# 2.5 s with 4 (≈ 2 ms of the corpus mix), 0.8–2 s with 12–16; at 1,000,000 findings
+# 4.1–5.5 s with 16, 2.7 s with 32
+IN_FLIGHT = 32
 
 # raw files the parent holds before writing them (the locker's payloads) while it waits for
 # a parser: few enough that a command ends with little left to write, enough that each write
@@ -485,8 +487,8 @@ class ParsePool:
     Workers are forked on first use (cheap: nothing to import; they touch none of the
     parent's database connections and leave with ``os._exit``). Only where ``fork`` is safe
     and available (Linux): elsewhere ``ingest_jobs`` parses in the calling process.
-    ``in_flight``: files handed to each worker and not answered yet (default 16: enough
-    queued work, ≈ 5 ms of the corpus mix, to keep a worker busy through a commit); ``window``:
+    ``in_flight``: files handed to each worker and not answered yet (default 32: enough
+    queued work to keep a worker busy through a commit); ``window``:
     files sent and not yet written (default 64: a worker done with small files runs ahead of
     one parsing a large file); ``ring_bytes``: each worker's shared buffer for the bytes it
     read; ``checkpoint``: on SQLite, copy the WAL into the database on a thread of its own
