@@ -40,16 +40,24 @@ def _one_by_one(store: Store, signer: Signer, commands: list[list[ParseJob]]) ->
 
 
 @pytest.mark.parametrize(
-    ("workers", "in_flight", "window", "with_bytes"),
+    ("workers", "in_flight", "window", "with_bytes", "queue_bytes"),
     [
-        (1, 1, 1, False),  # nothing runs ahead: the next command waits for this one
-        (2, 4, None, False),  # the next command's files sent while this one commits
-        (2, 8, 64, True),  # the window spans several commands; some files as bytes
-        (3, 2, 5, True),
+        (1, 1, 1, False, None),  # nothing runs ahead: the next command waits for this one
+        (2, 4, None, False, None),  # the next command's files sent while this one commits
+        (2, 8, 64, True, None),  # the window spans several commands; some files as bytes
+        (3, 2, 5, True, None),
+        (2, None, None, False, None),  # the defaults
+        (2, None, None, True, 1),  # one file queued per worker, whatever its size
+        (2, None, None, False, 300_000),  # a few small files, or one large one
     ],
 )
 def test_commands_store_exactly_what_they_store_one_by_one(
-    tmp_path: Path, workers: int, in_flight: int, window: int | None, with_bytes: bool
+    tmp_path: Path,
+    workers: int,
+    in_flight: int | None,
+    window: int | None,
+    with_bytes: bool,
+    queue_bytes: int | None,
 ) -> None:
     jobs = _jobs(with_bytes=with_bytes) * 3
     commands = _split(jobs, [5, 0, 1, 7, 2])  # (an empty command among them)
@@ -61,7 +69,10 @@ def test_commands_store_exactly_what_they_store_one_by_one(
         store.close()
     store, signer = _store(tmp_path, "pool")
     try:
-        with ParsePool(workers, in_flight=in_flight, window=window) as pool:
+        pool = ParsePool(workers, in_flight=in_flight, window=window)
+        if queue_bytes is not None:
+            pool.queue_bytes = queue_bytes
+        with pool:
             got = [
                 [repr(vars(r)) for r in results]
                 for results in pool.ingest_commands(

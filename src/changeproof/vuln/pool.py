@@ -414,6 +414,8 @@ class _Proc:
         # answers read, in order: (the answer, decoded if not an error, the file's bytes)
         self.ready: deque[tuple[bytes, _Answer | None, bytes | None]] = deque()
         self.busy = 0  # files sent whose answer is not read yet
+        self.queued = 0  # … and their bytes (as far as known when sent)
+        self.sizes: deque[int] = deque()  # each one's, in order
         self.received = 0  # answers read
         self.cpu_s = 0.0
         self.idle_s = 0.0
@@ -474,6 +476,10 @@ class _Checkpointer:
 # 2.5 s with 4 (≈ 2 ms of the corpus mix), 0.8–2 s with 12–16; at 1,000,000 findings
 # 4.1–5.5 s with 16, 2.7 s with 32
 IN_FLIGHT = 32
+# … but no more than about this many bytes of files (a worker always has one): with large
+# files a deep queue would hand out work too early, and one worker could be left with the
+# last large files while the other has nothing to do
+QUEUE_BYTES = 8 << 20
 
 # raw files the parent holds before writing them (the locker's payloads) while it waits for
 # a parser: few enough that a command ends with little left to write, enough that each write
@@ -488,7 +494,8 @@ class ParsePool:
     parent's database connections and leave with ``os._exit``). Only where ``fork`` is safe
     and available (Linux): elsewhere ``ingest_jobs`` parses in the calling process.
     ``in_flight``: files handed to each worker and not answered yet (default 32: enough
-    queued work to keep a worker busy through a commit); ``window``:
+    queued work to keep a worker busy through a commit), and ``queue_bytes`` at most about
+    that many bytes of them (default 8 MB; one file always); ``window``:
     files sent and not yet written (default 64: a worker done with small files runs ahead of
     one parsing a large file); ``ring_bytes``: each worker's shared buffer for the bytes it
     read; ``checkpoint``: on SQLite, copy the WAL into the database on a thread of its own
@@ -506,11 +513,13 @@ class ParsePool:
         ring_bytes: int = RING_BYTES,
         checkpoint: bool = True,
         write_ahead_files: int = WRITE_AHEAD_FILES,
+        queue_bytes: int = QUEUE_BYTES,
     ) -> None:
         self.checkpoint = checkpoint
         self.ring_bytes = max(1, ring_bytes)
         self.workers = max(1, workers)
         self.in_flight = max(1, in_flight or IN_FLIGHT)
+        self.queue_bytes = max(1, queue_bytes)
         # files sent and not yet written: a worker that is done with its small files may run
         # ahead of one parsing a large file by this much (answers wait in memory meanwhile)
         self.window = max(self.in_flight * self.workers, window or 64)
@@ -582,7 +591,7 @@ class ParsePool:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _send(self, p: _Proc, job: ParseJob, now: str, unscored: SeverityTier) -> None:
+    def _send(self, p: _Proc, job: ParseJob, now: str, unscored: SeverityTier, size: int) -> None:
         head = _Job(
             job.scanner,
             job.file,
@@ -600,6 +609,8 @@ class ParsePool:
             _write(p.jobs, job.data)
         p.pending.append(job)
         p.busy += 1
+        p.queued += size
+        p.sizes.append(size)
 
     def _start_checkpoints(self, w: Writer) -> None:
         if self._checkpointer is None and self.checkpoint:
@@ -657,6 +668,17 @@ class ParsePool:
         finally:
             if not done:
                 self.close(abort=True)
+
+
+def _size(job: ParseJob) -> int:
+    """A file's size as far as it is known now (a hint for spreading work: its worker reads
+    it, and an unreadable file fails there, in its turn)."""
+    if job.data is not None:
+        return len(job.data)
+    try:
+        return os.stat(job.file).st_size  # noqa: PTH116 - (no Path object per file)
+    except OSError:
+        return 0
 
 
 class _Feed:
@@ -731,12 +753,14 @@ class _Feed:
     def refill(self) -> None:
         pool, procs, order = self.pool, self.procs, self.order
         while len(order) < pool.window and self.held_bytes < pool.max_held_bytes:
-            # the least busy worker: files differ a hundredfold in size
-            p = procs[0]
+            # the least busy worker that can take more: files differ a hundredfold in size
+            p: _Proc | None = None
             for q in procs:
-                if q.busy < p.busy:
+                if q.busy >= pool.in_flight or (q.busy and q.queued >= pool.queue_bytes):
+                    continue
+                if p is None or q.busy < p.busy:
                     p = q
-            if p.busy >= pool.in_flight:
+            if p is None:
                 return
             job = self._next_job()
             if job is None:
@@ -746,7 +770,7 @@ class _Feed:
                 # answer and a large job could otherwise each wait for the other's pipe
                 self.held = job
                 return
-            pool._send(p, job, self.now_iso, self.unscored)
+            pool._send(p, job, self.now_iso, self.unscored, _size(job))
             order.append((p, self.current))
 
     def receive(self, p: _Proc) -> None:
@@ -769,6 +793,7 @@ class _Feed:
             ) from None
         p.ready.append((answer, res, data))
         p.busy -= 1
+        p.queued -= p.sizes.popleft()
         p.received += 1
         self.held_bytes += len(answer) + (len(data) if data is not None else 0)
 
