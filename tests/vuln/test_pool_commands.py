@@ -15,7 +15,7 @@ from changeproof.locker import Locker, Signer
 from changeproof.settings import Settings
 from changeproof.store import Store
 from changeproof.vuln.ingest import FileResult, ParseJob, ingest_jobs
-from changeproof.vuln.pool import ParsePool
+from changeproof.vuln.pool import ParsePool, _Feed
 from tests.vuln.test_pool_paths import FILES, NOW, _dump, _jobs, _store
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the pool forks (Linux)")
@@ -209,5 +209,26 @@ def test_no_commands_open_no_unit_of_work(tmp_path: Path) -> None:
                 len(r) for r in pool.ingest_commands(writer, [[]], now=NOW, settings=Settings())
             ] == [0]
         assert opened == [1]
+    finally:
+        store.close()
+
+
+def test_a_parser_queue_is_bounded_by_bytes_as_well_as_by_files(tmp_path: Path) -> None:
+    jobs = [ParseJob(s, str(p), None, "acme/app") for s, p in FILES[:6]]
+    store, signer = _store(tmp_path, "pool")
+    try:
+        with ParsePool(2, in_flight=8) as pool:
+            pool.queue_bytes = 1  # any file fills a queue: one each
+            feed = _Feed(pool, (jobs,), now=NOW, settings=Settings())
+            feed.refill()
+            assert [p.busy for p in pool._procs] == [1, 1]
+            assert all(p.queued == sum(p.sizes) > 0 for p in pool._procs)
+            pool.queue_bytes = 1 << 30  # now only the count bounds them
+            feed.refill()
+            assert [p.busy for p in pool._procs] == [3, 3]
+            with store.writer(Locker(signer)) as w:
+                assert len(list(feed.write(w, 0))) == 6
+            assert [(p.busy, p.queued) for p in pool._procs] == [(0, 0), (0, 0)]
+        assert store.count("scan") == 6
     finally:
         store.close()
