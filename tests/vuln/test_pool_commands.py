@@ -4,6 +4,8 @@ rows, raw payloads and the locker chain, byte for byte — and stays all or noth
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,10 +15,10 @@ import pytest
 from changeproof.errors import InputFormatError
 from changeproof.locker import Locker, Signer
 from changeproof.settings import Settings
-from changeproof.store import Store
+from changeproof.store import Store, Writer
 from changeproof.vuln.ingest import FileResult, ParseJob, ingest_jobs
 from changeproof.vuln.pool import ParsePool, _Feed
-from tests.vuln.test_pool_paths import FILES, NOW, _dump, _jobs, _store
+from tests.vuln.test_pool_paths import FILES, NOW, _dump, _jobs, _portable_dump, _store
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the pool forks (Linux)")
 
@@ -232,3 +234,35 @@ def test_a_parser_queue_is_bounded_by_bytes_as_well_as_by_files(tmp_path: Path) 
         assert store.count("scan") == 6
     finally:
         store.close()
+
+
+def _writer(store: Store, signer: Signer) -> contextlib.AbstractContextManager[Writer]:
+    return store.writer(Locker(signer, clock_us=7))
+
+
+def test_commands_store_the_same_on_either_backend(tmp_path: Path, db_url: str) -> None:
+    commands = _split(_jobs() * 2, [7, 3])
+    signer = Signer.generate(tmp_path / "keys")
+    (tmp_path / "ws").mkdir()  # (the SQLite variant's folder)
+    dumps = []
+    for url, workers in ((f"sqlite:///{tmp_path / 'seq.db'}", 0), (db_url, 2)):
+        store = Store.open(url)
+        try:
+            if workers:
+                with ParsePool(workers) as pool:
+                    got = [
+                        len(r)
+                        for r in pool.ingest_commands(
+                            functools.partial(_writer, store, signer),
+                            commands,
+                            now=NOW,
+                            settings=Settings(),
+                        )
+                    ]
+                assert got == [len(c) for c in commands]
+            else:
+                _one_by_one(store, signer, commands)
+            dumps.append(_portable_dump(store))
+        finally:
+            store.close()
+    assert dumps[0] == dumps[1] and dumps[0]["evidence"]
