@@ -1,6 +1,7 @@
 """Ingest the real scanner outputs of the shared corpus, repeated until N findings are stored.
 
-Usage: python benchmarks/ingest.py [--findings N] [--files-per-command K] [--workers W] [--keep DIR]
+Usage: python benchmarks/ingest.py [--findings N] [--files-per-command K] [--workers W]
+                                  [--in-flight F] [--no-overlap] [--keep DIR]
 
 Each "command" ingests K files (default 50) in one transaction (as `changeproof ingest` does),
 each file with its own scan time so every repetition is a new scan. Reports findings/s (parse
@@ -8,8 +9,11 @@ each file with its own scan time so every repetition is a new scan. Reports find
 processes (changeproof.vuln.pool; default: what `changeproof ingest` uses for a large input on
 this machine — one per usable CPU, up to 3; 0: parse in this process) read and parse the files
 while this process writes; one pool serves all commands, as in a process that ingests
-continuously. CPU time is reported summed over all processes (this one's includes its WAL
-checkpoint thread). Prints a table and, as the last line, one JSON object of the figures.
+continuously (`ParsePool.ingest_commands`: the parsers go on with the next command's files
+while one commits; `--no-overlap` makes them wait for each commit, as before). CPU time is
+reported summed over all processes (this one's includes its WAL checkpoint thread), and the
+time the parsers waited for work. Prints a table and, as the last line, one JSON object of
+the figures.
 """
 
 from __future__ import annotations
