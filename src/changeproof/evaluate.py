@@ -362,27 +362,24 @@ class ResultGroup(NamedTuple):
 _Group = tuple[str, str | None, str, str, int, str, bytes]  # a ResultGroup's fields
 
 
-def result_group(results: list[Result], *, encode: bool = True) -> _Group:
+def result_group(
+    results: list[Result], *, encode: bool = True, judged: tuple[str, str] | None = None
+) -> _Group:
     """Results of one subject as one stored group (plain tuple: cheap to send between
-    processes). ``encode=False`` leaves the body and digest empty."""
+    processes). ``encode=False`` leaves the body and digest empty. ``judged``: the group's
+    outcome tokens (" CONTROL:outcome … ") and worst outcome when the caller has them."""
     first = results[0]
-    outs = [r.outcome for r in results]
-    # Outcome is a StrEnum: concatenation gives its value (without the enum's slow .value)
-    outcomes = " ".join([r.control + ":" + o for r, o in zip(results, outs, strict=True)])
+    if judged is None:
+        outs = [r.outcome for r in results]
+        # Outcome is a StrEnum: concatenation gives its value (without the enum's slow .value)
+        tokens = " ".join([r.control + ":" + o for r, o in zip(results, outs, strict=True)])
+        judged = (" " + tokens + " ", str.__str__(max(outs, key=SEVERITY.__getitem__)))
     if encode:
         body = encode_group(results)
         digest = hashlib.sha256(body).hexdigest()
     else:
         body, digest = b"", ""
-    return (
-        first.subject,
-        first.repo,
-        " " + outcomes + " ",
-        str.__str__(max(outs, key=SEVERITY.__getitem__)),
-        len(results),
-        digest,
-        body,
-    )
+    return (first.subject, first.repo, judged[0], judged[1], len(results), digest, body)
 
 
 def result_groups(
@@ -572,9 +569,20 @@ class _Judge:
         failed: list[str] = []
         # one pass for what the record controls need: the worst review/testing outcome (as
         # _review_testing computes it), CM-IAC-1's details, CM-REV-1's verdict, bypass signals
+        # — and, in the same pass, the stored group's outcome tokens and worst outcome
         rt, rt_severity = Outcome.NOT_APPLICABLE, -1
+        tokens: list[str] = []
+        worst, worst_severity = Outcome.NOT_APPLICABLE, -1
+        subject = results[0].subject
+        one_subject = True
         for r in results:
             control, outcome = r.control, r.outcome
+            severity = SEVERITY[outcome]
+            tokens.append(control + ":" + outcome)  # a StrEnum concatenates as its value
+            if severity > worst_severity:  # the first of the worst, as max() picks it
+                worst, worst_severity = outcome, severity
+            if r.subject != subject:
+                one_subject = False
             if control == "CM-IAC-1":
                 if r.details:
                     iac = r.details
@@ -582,13 +590,24 @@ class _Judge:
                 rev1 = outcome
             if outcome is Outcome.FAIL and control in _BYPASS_SIGNALS:
                 failed.append(control)
-            if control.startswith(_REVIEW_TESTING) and SEVERITY[outcome] > rt_severity:
-                rt, rt_severity = outcome, SEVERITY[outcome]
+            if severity > rt_severity and control.startswith(_REVIEW_TESTING):
+                rt, rt_severity = outcome, severity
         if promotion_source and rev1 is not None:
             assert self.index is not None
             self.index.observe(change, rev1)
         self.pop.observe(facts, change, digest, failed)
-        return results, result_groups(results, self.bodies_for), str.__str__(rt), iac
+        if one_subject:
+            bodies_for = self.bodies_for
+            groups: tuple[_Group, ...] = (
+                result_group(
+                    results,
+                    encode=bodies_for is None or subject in bodies_for,
+                    judged=(" " + " ".join(tokens) + " ", str.__str__(worst)),
+                ),
+            )
+        else:
+            groups = result_groups(results, self.bodies_for)
+        return results, groups, str.__str__(rt), iac
 
 
 def _worker_start() -> None:
