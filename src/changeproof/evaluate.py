@@ -630,6 +630,21 @@ _SEGMENT = 50_000  # result groups per committed segment of a run
 _ABANDONED_AFTER_US = 15 * 60 * 1_000_000  # an unfinished run silent this long is gone
 
 
+def _changes_query(
+    cols: tuple[Any, ...], repo: str | None, start: datetime | None, end: datetime | None
+) -> sa.Select[Any]:
+    """The stored changes in scope, per repository in merge order (the check's stream order)."""
+    t = schema.evidence
+    q = sa.select(*cols).where(t.c.kind == Change.kind)
+    if repo is not None:
+        q = q.where(t.c.repo == repo)
+    if start is not None:
+        q = q.where(t.c.occurred_us >= to_us(start))
+    if end is not None:
+        q = q.where(t.c.occurred_us < to_us(end))
+    return q.order_by(t.c.repo, t.c.occurred_us, t.c.id)
+
+
 def _change_rows(
     store: Store,
     repo: str | None,
@@ -639,14 +654,7 @@ def _change_rows(
 ) -> Iterator[list[tuple[str, bytes, str]]]:
     """Stored changes as (digest, body, repository) batches, in :func:`iter_changes` order."""
     t = schema.evidence
-    q = sa.select(t.c.digest, t.c.body, t.c.repo).where(t.c.kind == Change.kind)
-    if repo is not None:
-        q = q.where(t.c.repo == repo)
-    if start is not None:
-        q = q.where(t.c.occurred_us >= to_us(start))
-    if end is not None:
-        q = q.where(t.c.occurred_us < to_us(end))
-    q = q.order_by(t.c.repo, t.c.occurred_us, t.c.id)
+    q = _changes_query((t.c.digest, t.c.body, t.c.repo), repo, start, end)
     with store.connect() as conn:
         res = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
         try:
@@ -672,14 +680,7 @@ def _change_ids(
     Read a page at a time (keyset), each page its own short read: nothing holds one snapshot
     for the whole stream. ``first_ids`` gets each repository's first row id."""
     t = schema.evidence
-    q = sa.select(t.c.id, t.c.repo, t.c.occurred_us).where(t.c.kind == Change.kind)
-    if repo is not None:
-        q = q.where(t.c.repo == repo)
-    if start is not None:
-        q = q.where(t.c.occurred_us >= to_us(start))
-    if end is not None:
-        q = q.where(t.c.occurred_us < to_us(end))
-    q = q.order_by(t.c.repo, t.c.occurred_us, t.c.id).limit(_ID_PAGE)
+    q = _changes_query((t.c.id, t.c.repo, t.c.occurred_us), repo, start, end).limit(_ID_PAGE)
     after: tuple[Any, ...] | None = None
     pending: list[int] = []
     while True:
