@@ -61,7 +61,7 @@ from changeproof.evidence import (
 )
 from changeproof.outcomes import SEVERITY, Outcome, Result, decode_group, encode_group
 from changeproof.settings import Settings
-from changeproof.store import Store, now_utc, outcome_pairs, schema, to_us
+from changeproof.store import Store, in_scope, now_utc, outcome_pairs, schema, to_us
 from changeproof.vuln.lifecycle import Linkage
 
 __all__ = [
@@ -635,13 +635,7 @@ def _changes_query(
 ) -> sa.Select[Any]:
     """The stored changes in scope, per repository in merge order (the check's stream order)."""
     t = schema.evidence
-    q = sa.select(*cols).where(t.c.kind == Change.kind)
-    if repo is not None:
-        q = q.where(t.c.repo == repo)
-    if start is not None:
-        q = q.where(t.c.occurred_us >= to_us(start))
-    if end is not None:
-        q = q.where(t.c.occurred_us < to_us(end))
+    q = in_scope(sa.select(*cols), Change.kind, repo, start, end)
     return q.order_by(t.c.repo, t.c.occurred_us, t.c.id)
 
 

@@ -61,6 +61,21 @@ def now_utc() -> datetime:
 SQLITE_PAGE_SIZE = 16384
 
 
+def in_scope(
+    q: sa.Select[Any], kind: str, repo: str | None, start: datetime | None, end: datetime | None
+) -> sa.Select[Any]:
+    """``q`` narrowed to evidence of one kind (of a repository, occurred in [start, end))."""
+    t = schema.evidence
+    q = q.where(t.c.kind == kind)
+    if repo is not None:
+        q = q.where(t.c.repo == repo)
+    if start is not None:
+        q = q.where(t.c.occurred_us >= to_us(start))
+    if end is not None:
+        q = q.where(t.c.occurred_us < to_us(end))
+    return q
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # only an empty database takes it
@@ -278,13 +293,7 @@ class Store:
     ) -> Iterator[tuple[str, R]]:
         """Stream records of one kind in time order as (digest, record); constant memory."""
         t = schema.evidence
-        q = sa.select(t.c.digest, t.c.body).where(t.c.kind == cls.kind)
-        if repo is not None:
-            q = q.where(t.c.repo == repo)
-        if start is not None:
-            q = q.where(t.c.occurred_us >= to_us(start))
-        if end is not None:
-            q = q.where(t.c.occurred_us < to_us(end))
+        q = in_scope(sa.select(t.c.digest, t.c.body), cls.kind, repo, start, end)
         q = q.order_by(t.c.occurred_us, t.c.id)
         decoder = msgspec.json.Decoder(cls)
         try:
