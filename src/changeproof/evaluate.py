@@ -27,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, NamedTuple, TypeVar, cast
 
 import msgspec
@@ -1271,6 +1272,10 @@ def _owner_gone(owner: str | None, beat_us: int | None, now_us: int) -> bool:
         return True
     except OSError:  # it exists (another user's process)
         return False
+    # a killed process stays a zombie until its parent reaps it: it writes nothing more
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{int(pid)}/stat").read_bytes()
+        return stat.rsplit(b")", 1)[1].split()[0] == b"Z"
     return False
 
 

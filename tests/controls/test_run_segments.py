@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -144,19 +145,28 @@ def test_the_next_check_removes_runs_whose_writer_is_gone(
     host = socket.gethostname()
     ended = subprocess.Popen([sys.executable, "-c", "pass"])
     ended.wait()
+    # killed and not yet reaped by its parent (a zombie): gone as well
+    killed = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    killed.kill()
+    while os.waitid(os.P_PID, killed.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+        time.sleep(0.01)
     now_us = to_us(now_utc())
     hour = 3600 * 1_000_000
     dead_here = _unfinished(store, f"{host}:{ended.pid}", now_us)
+    zombie_here = _unfinished(store, f"{host}:{killed.pid}", now_us)
     silent_elsewhere = _unfinished(store, "elsewhere:1", now_us - hour)
     busy_elsewhere = _unfinished(store, "elsewhere:1", now_us)
     alive_here = _unfinished(store, f"{host}:{os.getpid()}", now_us)
     no_owner = _unfinished(store, None, None)
-    run = run_check(store, SETTINGS, NOW)
+    try:
+        run = run_check(store, SETTINGS, NOW)
+    finally:
+        killed.wait()
     left = {i: (f, n) for i, f, n in _runs(store)}
     # the gone writers' runs are removed (SQLite may give the new run a removed run's id);
     # a check still writing (here or on another machine) keeps its rows
     assert set(left) == {busy_elsewhere, alive_here, run.run_id}
-    assert {dead_here, silent_elsewhere, no_owner} & set(left) <= {run.run_id}
+    assert {dead_here, zombie_here, silent_elsewhere, no_owner} & set(left) <= {run.run_id}
     assert left[busy_elsewhere] == left[alive_here] == (False, 1)
     assert left[run.run_id][0] and left[run.run_id][1] > 1
 
