@@ -20,6 +20,7 @@ INGEST_COMMANDS: dict[str, tuple[str, str]] = {
     "sarif": ("changeproof.cli.ingest_scan", "sarif"),
     "semgrep": ("changeproof.cli.ingest_scan", "semgrep"),
     "dependabot": ("changeproof.cli.ingest_scan", "dependabot"),
+    "batch": ("changeproof.cli.ingest_batch", "batch"),
 }
 
 

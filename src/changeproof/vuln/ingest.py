@@ -287,18 +287,22 @@ def ingest_jobs(
     settings: Settings,
     on_file: Callable[[FileResult], None] | None = None,
     workers: int = 0,
+    keep: bool = True,
 ) -> list[FileResult]:
     """Ingest files in order into the caller's unit of work (all or nothing: the first bad
     file raises, and the caller's transaction keeps nothing). ``jobs`` may raise (an
     unreadable file) in its turn. ``workers``: parser processes (changeproof.vuln.pool); 0,
-    the default, parses in this process (as it does where the pool is not supported)."""
+    the default, parses in this process (as it does where the pool is not supported).
+    ``keep`` False: results go to ``on_file`` only and the list stays empty (memory flat in
+    the number of files, e.g. a manifest's tens of thousands)."""
     out: list[FileResult] = []
     if workers > 0 and sys.platform == "linux":
         from changeproof.vuln.pool import ParsePool
 
         with ParsePool(workers) as pool, _fewer_gc_passes():
             for res in pool.ingest_jobs(w, jobs, now=now, settings=settings):
-                out.append(res)
+                if keep:
+                    out.append(res)
                 if on_file is not None:
                     on_file(res)
         return out
@@ -318,7 +322,8 @@ def ingest_jobs(
                 partial=job.partial,
                 target=job.target,
             )
-            out.append(res)
+            if keep:
+                out.append(res)
             if on_file is not None:
                 on_file(res)
     return out
