@@ -118,14 +118,14 @@ def batch(ctx: click.Context, manifest: str, listing: bool, fmt: str) -> None:
         tally.close()
 
 
-def batch_workers(stats: ManifestStats) -> int:
+def batch_workers(stats: ManifestStats, *, cpus: int | None = None) -> int:
     """Parser processes, as `changeproof ingest SCANNER` picks them for its files
-    (changeproof.vuln.pool.auto_workers): none for one file or little input."""
+    (changeproof.vuln.pool.auto_workers): none for one file, little input or one CPU."""
     from changeproof.vuln.pool import AUTO_MIN_BYTES, default_workers
 
     if stats.files < 2 or stats.bytes < AUTO_MIN_BYTES:
         return 0
-    return default_workers()
+    return default_workers(cpus)
 
 
 class _Tally:

@@ -151,7 +151,7 @@ class Manifest:
                 yield line, ParseJob(scanner, path, None, repo, when, target, bool(partial)), size
         except csv.Error as exc:
             raise ManifestError(
-                f"{name} line {end or 1}: not valid CSV ({exc})",
+                f"{name} line {end + 1}: not valid CSV ({exc})",  # (where the bad row starts)
                 expected="CSV with a header row, e.g.\n" + _EXAMPLE,
                 hint="nothing was ingested",
             ) from None
