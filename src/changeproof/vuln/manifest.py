@@ -36,6 +36,11 @@ _FALSE = frozenset({"false", "no", "0", ""})
 _EXAMPLE = "scanner,file,repo,scanned_at\ntrivy,scans/api.json,acme/api,2026-03-01T02:00Z"
 
 
+# a ParseJob's fields: scanner, file, data (None: read the file), repo, scanned_at, target,
+# partial
+_Fields = tuple[str, str, None, str, datetime | None, str | None, bool]
+
+
 class ManifestError(InputFormatError):
     """A manifest line is wrong (the message names the manifest, the line and the column)."""
 
@@ -89,47 +94,56 @@ class Manifest:
         """Check every line, and that every file is there: the first fault raises, before
         anything is parsed."""
         files = size = 0
-        for _line, _job, n in self.rows(check_files=True):
+        for _line, _fields, n in self.rows(check_files=True):
             files += 1
             size += n
         return ManifestStats(files, size)
 
     def jobs(self) -> Iterator[tuple[int, ParseJob]]:
         """Each line's job, with its line number, read as it is asked for."""
-        for line, job, _size in self.rows(check_files=False):
-            yield line, job
+        for line, fields, _size in self.rows(check_files=False):
+            yield line, ParseJob(*fields)
 
-    def rows(self, *, check_files: bool) -> Iterator[tuple[int, ParseJob, int]]:
-        """(line number, job, the file's size or 0 unless ``check_files``) for each line."""
+    def rows(self, *, check_files: bool) -> Iterator[tuple[int, _Fields, int]]:
+        """(line number, the job's fields, the file's size — 0 unless ``check_files``) for
+        each line that names a file."""
+        from changeproof.cli.timeparse import parse_instant
+
         self._text.seek(0)
         reader = csv.reader(self._text, strict=True)
         columns: list[str] | None = None
-        at: dict[str, int] = {}
         end = 0  # the last physical line read: a row starts on the line after it
         base, name = self._base, self.name
         join = os.path.join
+        # (column positions, -1 when the column is absent)
+        i_scanner = i_file = i_repo = i_when = i_target = i_partial = width = -1
         try:
             for values in reader:
                 line, end = end + 1, reader.line_num
-                if not any(v.strip() for v in values):
+                if not "".join(values).strip():
                     continue  # a blank line (or a spreadsheet's row of empty cells)
                 if columns is None:
                     columns = self._header(values, line)
-                    at = {c: i for i, c in enumerate(columns)}
+                    width = len(columns)
+                    pos = {c: i for i, c in enumerate(columns)}.get
+                    i_scanner, i_file, i_repo = pos("scanner", -1), pos("file", -1), pos("repo", -1)
+                    i_when, i_target = pos("scanned_at", -1), pos("target", -1)
+                    i_partial = pos("partial", -1)
                     continue
-                if len(values) != len(columns):
+                if len(values) != width:
                     raise ManifestError(
                         f"{name} line {line}: {len(values)} value(s), but the header names "
-                        f"{len(columns)} column(s) ({','.join(columns)})",
+                        f"{width} column(s) ({','.join(columns)})",
                         expected="one value per column on every line (an empty value for "
                         "an optional column left out)",
                         hint="quote values that contain commas; nothing was ingested",
                     )
-                get = values.__getitem__
-                scanner, file, repo = (get(at[c]).strip() for c in REQUIRED)
-                for col, value in zip(REQUIRED, (scanner, file, repo), strict=True):
-                    if not value:
-                        raise self._error(line, col, "no value", f"a {col} on every line")
+                scanner = values[i_scanner].strip()
+                file = values[i_file].strip()
+                repo = values[i_repo].strip()
+                if not (scanner and file and repo):
+                    col = "scanner" if not scanner else "file" if not file else "repo"
+                    raise self._error(line, col, "no value", f"a {col} on every line")
                 if scanner not in SCANNERS:
                     raise self._error(
                         line,
@@ -137,18 +151,20 @@ class Manifest:
                         f"unknown scanner {scanner!r}",
                         "one of " + ", ".join(SCANNERS),
                     )
-                when = partial = target = None
-                if "scanned_at" in at and (text := get(at["scanned_at"]).strip()):
-                    when = self._time(text, line)
-                if "target" in at:
-                    target = get(at["target"]).strip() or None
-                if "partial" in at:
-                    partial = self._partial(get(at["partial"]), line)
+                when = target = None
+                partial = False
+                if i_when >= 0 and (text := values[i_when].strip()):
+                    try:
+                        when = parse_instant(text, what="scan time")
+                    except ChangeproofError as exc:
+                        raise self._error(line, "scanned_at", exc.what, exc.expected) from None
+                if i_target >= 0:
+                    target = values[i_target].strip() or None
+                if i_partial >= 0:
+                    partial = self._partial(values[i_partial], line)
                 path = join(base, file)
-                size = 0
-                if check_files:
-                    size = self._check_file(path, line)
-                yield line, ParseJob(scanner, path, None, repo, when, target, bool(partial)), size
+                size = self._check_file(path, line) if check_files else 0
+                yield line, (scanner, path, None, repo, when, target, partial), size
         except csv.Error as exc:
             raise ManifestError(
                 f"{name} line {end + 1}: not valid CSV ({exc})",  # (where the bad row starts)
@@ -192,14 +208,6 @@ class Manifest:
                 "a header row naming at least scanner, file and repo, e.g.\n" + _EXAMPLE,
             )
         return columns
-
-    def _time(self, text: str, line: int) -> datetime:
-        from changeproof.cli.timeparse import parse_instant
-
-        try:
-            return parse_instant(text, what="scan time")
-        except ChangeproofError as exc:
-            raise self._error(line, "scanned_at", exc.what, exc.expected) from None
 
     def _partial(self, text: str, line: int) -> bool:
         value = text.strip().lower()
