@@ -98,6 +98,18 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def host_cpu_s() -> tuple[float, float]:
+    """(busy, iowait) CPU seconds of the whole host since boot (Linux /proc/stat): what
+    other processes used during a run is the busy time less the run's own."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / tick, iowait / tick
+
+
 def cli_main(args: argparse.Namespace) -> None:
     """The CLI path: `changeproof ingest batch MANIFEST` in a subprocess, fresh workspace."""
     settings = Settings()
@@ -123,6 +135,7 @@ def cli_main(args: argparse.Namespace) -> None:
     cmd = [sys.executable, "-m", "changeproof", "--home", str(ws), "ingest", "batch", str(manifest)]
     samples: list[tuple[float, float]] = []  # (seconds since start, tree RSS MB)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    host0 = host_cpu_s()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stop = threading.Event()
@@ -135,6 +148,7 @@ def cli_main(args: argparse.Namespace) -> None:
     sampler.start()
     stdout, stderr = proc.communicate()
     elapsed = time.perf_counter() - start
+    host1 = host_cpu_s()
     stop.set()
     sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -142,6 +156,9 @@ def cli_main(args: argparse.Namespace) -> None:
         sys.exit(f"changeproof ingest batch failed ({proc.returncode}):\n{stderr.decode()}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     peak = after.ru_maxrss / 1024  # the largest single child's (the command or a parser)
+    # what the rest of the host used meanwhile (this script's sampler included: ≈ 0)
+    others = max(0.0, host1[0] - host0[0] - cpu)
+    iowait = host1[1] - host0[1]
 
     from changeproof.evidence import Scan
 
@@ -172,6 +189,8 @@ def cli_main(args: argparse.Namespace) -> None:
     print(f"{'findings/s':<28}{rate:>14,.0f}")
     print(f"{'CPU s (command + parsers)':<28}{cpu:>14.1f}")
     print(f"{'findings per CPU-second':<28}{total / cpu:>14,.0f}")
+    print(f"{'CPU s of other processes':<28}{others:>14.1f}  (host busy less ours)")
+    print(f"{'CPU s waiting for the disk':<28}{iowait:>14.1f}  (host iowait)")
     print(f"{'peak RSS, one process (MB)':<28}{peak:>14.1f}")
     tree_peak = max((r for _t, r in samples), default=0.0)
     print(f"{'peak RSS, process tree (MB)':<28}{tree_peak:>14.1f}  (sampled every 0.5 s)")
@@ -193,6 +212,8 @@ def cli_main(args: argparse.Namespace) -> None:
                 "peak_tree_rss_mb": round(tree_peak, 1),
                 "findings_per_cpu_s": round(total / cpu),
                 "cpu_s": round(cpu, 1),
+                "cpu_s_others": round(others, 1),
+                "iowait_s": round(iowait, 1),
                 "files": files,
                 "elapsed_s": round(elapsed, 1),
                 "load_avg": round(load, 1),
