@@ -195,10 +195,10 @@ def cli_main(args: argparse.Namespace) -> None:
     tree_peak = max((r for _t, r in samples), default=0.0)
     print(f"{'peak RSS, process tree (MB)':<28}{tree_peak:>14.1f}  (sampled every 0.5 s)")
     if len(samples) >= 4:
-        early = samples[len(samples) // 4]
-        late = samples[-2]
+        # (the parsers stop before the commit: the last samples are the command alone)
+        early, late = samples[len(samples) // 4], samples[3 * len(samples) // 4]
         print(
-            f"{'tree RSS at 1/4 → end':<28}{early[1]:>7.1f} MB @ {early[0]:.0f} s → "
+            f"{'tree RSS at 1/4 → 3/4':<28}{early[1]:>7.1f} MB @ {early[0]:.0f} s → "
             f"{late[1]:.1f} MB @ {late[0]:.0f} s"
         )
     print(f"{'load average (1 min)':<28}{load:>14.1f}  on {os.cpu_count()} CPU(s)")
