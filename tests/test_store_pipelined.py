@@ -30,16 +30,19 @@ def test_pipelined_writes_what_direct_writes_do(store: Store, workspace: Workspa
     signer = workspace.signer()
     sqlite = store.dialect == "sqlite"
     with store.writer(Locker(signer)) as w:
-        cache = w.conn.exec_driver_sql("PRAGMA cache_size").scalar() if sqlite else None
+        pragmas = "PRAGMA cache_size", "PRAGMA temp_store"
+        before = [w.conn.exec_driver_sql(p).scalar() for p in pragmas] if sqlite else None
         with w.pipelined():
+            if sqlite:  # a bigger page cache, and statement journals in memory
+                assert [w.conn.exec_driver_sql(p).scalar() for p in pragmas] == [-65536, 2]
             for i in range(N):
                 w.put_raw(f"payload {i}".encode(), kind="t", source="unit")
                 w.put(change(i), seq=i * 1000)
             for i in range(40):  # repeated in the unit of work: stored and chained once
                 w.put_raw(f"payload {i}".encode(), kind="t", source="unit")
             w.set_cursor("git", "acme/api:main", "abc")
-        if sqlite:  # the writer's bigger page cache is not left behind
-            assert w.conn.exec_driver_sql("PRAGMA cache_size").scalar() == cache
+        if sqlite:  # neither is left behind
+            assert [w.conn.exec_driver_sql(p).scalar() for p in pragmas] == before
     with store.writer(Locker(signer)) as w:  # and a later direct unit of work continues it
         w.put_raw(b"payload 3", kind="t", source="unit")
         w.put_raw(b"one more", kind="t", source="unit")

@@ -62,7 +62,15 @@ from changeproof.evidence import (
 )
 from changeproof.outcomes import SEVERITY, Outcome, Result, decode_group, encode_group
 from changeproof.settings import Settings
-from changeproof.store import Store, in_scope, now_utc, outcome_pairs, schema, to_us
+from changeproof.store import (
+    Store,
+    bulk_write_pragmas,
+    in_scope,
+    now_utc,
+    outcome_pairs,
+    schema,
+    to_us,
+)
 from changeproof.vuln.lifecycle import Linkage
 
 __all__ = [
@@ -1328,49 +1336,50 @@ def _run_check(
                     )
                 ).inserted_primary_key[0]  # type: ignore[index]
             )
-        # committed a segment at a time: readers ignore the run until it is marked finished
-        write = _ResultWriter(conn, run_id, segment=segment)
-        count = 0
-        stream = iter_result_groups(
-            store,
-            settings,
-            now,
-            period=p,
-            repo=repo,
-            on_change=on_change,
-            extra=extra,
-            jobs=jobs,
-            parallel_from=parallel_from,
-            batch=batch,
-        )
-        tokens: Counter[str] = Counter()  # "CONTROL:outcome" -> results
-        try:
-            for chunk in stream:
-                agg.update(chunk.digests.encode())
-                tokens.update(chunk.tokens)
-                count += chunk.results
-                write.add_groups(chunk.groups)
-                if keep is not None:
-                    for g in chunk.groups:
-                        keep(ResultGroup(*g))
-            write.close()
-            pairs = outcome_pairs(" ".join(tokens))  # the same order as tokens' keys
-            for (control, outcome), n in sorted(zip(pairs, tokens.values(), strict=True)):
-                summary.counts.setdefault(control, Counter())[outcome] += n
-            total = agg.hexdigest()
-            conn.execute(
-                sa.update(schema.runs)
-                .where(schema.runs.c.id == run_id)
-                .values(finished_us=to_us(now), results_digest=total, result_count=count)
+        with bulk_write_pragmas(conn):
+            # committed a segment at a time: readers ignore the run until it is marked finished
+            write = _ResultWriter(conn, run_id, segment=segment)
+            count = 0
+            stream = iter_result_groups(
+                store,
+                settings,
+                now,
+                period=p,
+                repo=repo,
+                on_change=on_change,
+                extra=extra,
+                jobs=jobs,
+                parallel_from=parallel_from,
+                batch=batch,
             )
-            conn.commit()
-        except BaseException:
-            write.abort()  # stop the writer before the transaction rolls back
-            stream.close()  # and close the evidence cursors now, not at garbage collection
-            with contextlib.suppress(sa.exc.SQLAlchemyError):
-                conn.rollback()
-            _drop_run(store, run_id)
-            raise
+            tokens: Counter[str] = Counter()  # "CONTROL:outcome" -> results
+            try:
+                for chunk in stream:
+                    agg.update(chunk.digests.encode())
+                    tokens.update(chunk.tokens)
+                    count += chunk.results
+                    write.add_groups(chunk.groups)
+                    if keep is not None:
+                        for g in chunk.groups:
+                            keep(ResultGroup(*g))
+                write.close()
+                pairs = outcome_pairs(" ".join(tokens))  # the same order as tokens' keys
+                for (control, outcome), n in sorted(zip(pairs, tokens.values(), strict=True)):
+                    summary.counts.setdefault(control, Counter())[outcome] += n
+                total = agg.hexdigest()
+                conn.execute(
+                    sa.update(schema.runs)
+                    .where(schema.runs.c.id == run_id)
+                    .values(finished_us=to_us(now), results_digest=total, result_count=count)
+                )
+                conn.commit()
+            except BaseException:
+                write.abort()  # stop the writer before the transaction rolls back
+                stream.close()  # and close the evidence cursors now, not at garbage collection
+                with contextlib.suppress(sa.exc.SQLAlchemyError):
+                    conn.rollback()
+                _drop_run(store, run_id)
+                raise
     return CheckRun(run_id, summary, total, settings.version)
 
 

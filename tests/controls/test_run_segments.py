@@ -256,3 +256,47 @@ def test_only_a_database_other_processes_can_open_is_judged_in_workers(
             assert s.reopenable is expected, url
         finally:
             s.close()
+
+
+@pytest.mark.parametrize("fail", [False, True])
+def test_the_writers_sqlite_settings_do_not_outlive_the_run(
+    workspace: Workspace, store: Store, fail: bool
+) -> None:
+    """The check writes with a bigger page cache and in-memory statement journals, and gives
+    its connection back to the pool as it found it (after a failure, too)."""
+    sqlite = store.dialect == "sqlite"
+    put(workspace, store, *_variety())
+    pragmas = ("cache_size", "temp_store") if sqlite else ()
+    with store.connect() as conn:
+        defaults = [conn.exec_driver_sql(f"PRAGMA {p}").scalar() for p in pragmas]
+    returned: list[list[object]] = []
+    statements: list[str] = []
+
+    def checkin(dbapi_conn: object, _record: object) -> None:
+        cur = dbapi_conn.cursor()  # type: ignore[attr-defined]
+        returned.append([cur.execute(f"PRAGMA {p}").fetchone()[0] for p in pragmas])
+
+    def seen(_c: object, _cur: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    sa.event.listen(store.engine, "checkin", checkin)
+    sa.event.listen(store.engine, "before_cursor_execute", seen)
+
+    def boom(_: object) -> None:
+        raise RuntimeError("stop")
+
+    try:
+        if fail:
+            with pytest.raises(RuntimeError):
+                run_check(store, SETTINGS, NOW, keep=boom, segment=4, batch=3)
+        else:
+            run_check(store, SETTINGS, NOW, segment=4, batch=3)
+    finally:
+        sa.event.remove(store.engine, "checkin", checkin)
+        sa.event.remove(store.engine, "before_cursor_execute", seen)
+    if not sqlite:  # nothing of it on other databases
+        assert not [s for s in statements if "PRAGMA" in s]
+        return
+    assert "PRAGMA temp_store=MEMORY" in statements
+    assert "PRAGMA cache_size=-65536" in statements
+    assert returned and all(r == defaults for r in returned)
