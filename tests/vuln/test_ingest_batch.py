@@ -236,7 +236,9 @@ def test_text_summary_and_list(cli: Cli, tmp_path: Path) -> None:
     assert "(partial: absence proves nothing)" in per_file[1]
 
 
-def test_relative_files_are_relative_to_the_manifest(cli: Cli, tmp_path: Path) -> None:
+def test_relative_files_are_relative_to_the_manifest(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     scans = tmp_path / "artifacts" / "2026-03"
     scans.mkdir(parents=True)
     (scans / "t.json").write_bytes(SAMPLES["trivy"].read_bytes())
@@ -249,12 +251,8 @@ def test_relative_files_are_relative_to_the_manifest(cli: Cli, tmp_path: Path) -
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    old = Path.cwd()
-    os.chdir(elsewhere)
-    try:
-        doc = cli.json("ingest", "batch", str(manifest))
-    finally:
-        os.chdir(old)
+    monkeypatch.chdir(elsewhere)
+    doc = cli.json("ingest", "batch", str(manifest))
     assert [Path(r["file"]).resolve() for r in doc["results"]] == [
         (scans / "t.json").resolve(),
         (scans / "g.json").resolve(),
