@@ -83,39 +83,39 @@ def batch(ctx: click.Context, manifest: str, listing: bool, fmt: str) -> None:
     with Manifest.open(manifest) as m:
         stats = m.validate()  # every line, before anything is parsed or opened
         tally = _Tally(m, per_file="json" if fmt == "json" else "text" if listing else None)
-        store = ws.open_store()
         try:
-            with (
-                progress("ingest batch", total=stats.files) as advance,
-                store.writer(Locker(ws.signer())) as w,
-            ):
+            store = ws.open_store()
+            try:
+                with (
+                    progress("ingest batch", total=stats.files) as advance,
+                    store.writer(Locker(ws.signer())) as w,
+                ):
 
-                def done(res: FileResult) -> None:
-                    tally.add(res)
-                    advance(1)
+                    def done(res: FileResult) -> None:
+                        tally.add(res)
+                        advance(1)
 
-                ingest_jobs(
-                    w,
-                    tally.jobs(),
-                    now=now,
-                    settings=settings,
-                    on_file=done,
-                    workers=batch_workers(stats),
-                    keep=False,
-                )
-        except InputFormatError as exc:
-            if isinstance(exc, ManifestError):
-                raise  # (names its line already)
-            raise tally.located(exc) from None
+                    ingest_jobs(
+                        w,
+                        tally.jobs(),
+                        now=now,
+                        settings=settings,
+                        on_file=done,
+                        workers=batch_workers(stats),
+                        keep=False,
+                    )
+            except InputFormatError as exc:
+                if isinstance(exc, ManifestError):
+                    raise  # (names its line already)
+                raise tally.located(exc) from None
+            finally:
+                store.close()
+            if fmt == "json":
+                tally.emit_json()
+            else:
+                tally.emit_text()
         finally:
-            store.close()
-    try:
-        if fmt == "json":
-            tally.emit_json()
-        else:
-            tally.emit_text()
-    finally:
-        tally.close()
+            tally.close()
 
 
 def batch_workers(stats: ManifestStats, *, cpus: int | None = None) -> int:
