@@ -222,6 +222,56 @@ def test_cfg2_recorded_and_inferred_bypasses(workspace: Workspace, store: Store)
     assert by["acme/api:main@2026-02-01..2026-02-07"].outcome is Outcome.PASS
 
 
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_cfg2_probable_bypasses_are_judged_as_the_changes_stream(
+    workspace: Workspace, store: Store, monkeypatch: pytest.MonkeyPatch, jobs: int
+) -> None:
+    """A change that failed CM-REV-1 under protection that required approvals is judged by
+    CM-CFG-2 as it streams: its group follows the change's own, an exception covers it as
+    any other result, in-process and in workers alike; without CM-CFG-2, nothing."""
+    import changeproof.evaluate as ev
+    from changeproof.controls import RECORD_CONTROLS
+    from changeproof.evaluate import run_check, stored_results
+    from changeproof.evidence import ExceptionGrant
+
+    grant = ExceptionGrant(
+        id="exc-1",
+        control="CM-CFG-2",
+        subject="acme/api#7",
+        reason="emergency fix, reviewed afterwards",
+        approver=user("ciso"),
+        granted_at=day(0),
+        expires_at=day(60),
+        provenance=prov(day(0), "exception"),
+    )
+    put(
+        workspace,
+        store,
+        snapshot(day(0, 0)),
+        grant,
+        change(merged_at=day(4), number=5, reviews=()),
+        change(merged_at=day(5), number=6),
+        change(merged_at=day(6), number=7, reviews=()),
+    )
+    whole = run_check(store, Settings(), NOW, jobs=1)
+    run = run_check(store, Settings(), NOW, jobs=jobs, parallel_from=0, batch=1)
+    assert run.results_digest == whole.results_digest
+    rs = stored_results(store, run.run_id)
+    order = [(r.control, r.subject) for r in rs]
+    for n in (5, 7):
+        at = order.index(("CM-CFG-2", f"acme/api#{n}"))
+        assert order[at - 1][1] == f"acme/api#{n}"  # right after the change's own results
+    by = {r.subject: r for r in pick(rs, "CM-CFG-2")}
+    assert by["acme/api#5"].outcome is Outcome.FAIL
+    assert "probable bypass" in by["acme/api#5"].reasons[0]
+    assert by["acme/api#7"].outcome is Outcome.EXCEPTION
+    assert "acme/api#6" not in by
+    kept = tuple(c for c in RECORD_CONTROLS if c.id != "CM-CFG-2")
+    monkeypatch.setattr(ev, "RECORD_CONTROLS", kept)
+    without = run_check(store, Settings(), NOW, jobs=jobs, parallel_from=0)
+    assert not pick(stored_results(store, without.run_id), "CM-CFG-2")
+
+
 @pytest.mark.parametrize(
     ("keep_raw", "forge_days", "want"),
     [

@@ -426,29 +426,37 @@ class BypassExposure(_DailyConfigControl):
         out = super().subjects(ctx)
         suspects: Sequence[Suspect] = ctx.extra.get("suspect_bypasses", ())
         for s in suspects:
-            found = in_force(ctx.protections.get((s.repo, s.branch), ()), s.merged_at)
-            if found is None:
-                continue
-            dig, snap = found
-            eff = effective(snap)
-            required: list[str] = []
-            if "CM-REV-1" in s.failed and (eff.requires_pr and eff.required_approvals >= 1):
-                required.append(
-                    f"merged without the required approvals while protection required "
-                    f"{eff.required_approvals}"
-                )
-            if "CM-TST-1" in s.failed and eff.required_checks:
-                required.append(
-                    "merged without passing required checks while protection required them"
-                )
-            if required:
-                observed = snap.provenance.occurred_at.isoformat()
-                reasons = (
-                    *(f"probable bypass of {s.branch} protection: {r}" for r in required),
-                    f"protection in force at merge observed {observed}",
-                )
-                out.append(((s.change_id, s.repo, Outcome.FAIL, reasons), f"{s.digest}|{dig}"))
+            found = self.suspect(s, ctx)
+            if found is not None:
+                out.append(found)
         return out
+
+    def suspect(self, s: Suspect, ctx: Context) -> tuple[Any, str] | None:
+        """The subject (and its evidence digests) to judge for a change that failed CM-REV-1
+        or CM-TST-1, when the protection in force at its merge required what it lacked: a
+        probable bypass. None otherwise. (The evaluator calls it as each change is judged,
+        instead of passing every suspect in ``suspect_bypasses``.)"""
+        found = in_force(ctx.protections.get((s.repo, s.branch), ()), s.merged_at)
+        if found is None:
+            return None
+        dig, snap = found
+        eff = effective(snap)
+        required: list[str] = []
+        if "CM-REV-1" in s.failed and (eff.requires_pr and eff.required_approvals >= 1):
+            required.append(
+                f"merged without the required approvals while protection required "
+                f"{eff.required_approvals}"
+            )
+        if "CM-TST-1" in s.failed and eff.required_checks:
+            required.append("merged without passing required checks while protection required them")
+        if not required:
+            return None
+        observed = snap.provenance.occurred_at.isoformat()
+        reasons = (
+            *(f"probable bypass of {s.branch} protection: {r}" for r in required),
+            f"protection in force at merge observed {observed}",
+        )
+        return (s.change_id, s.repo, Outcome.FAIL, reasons), f"{s.digest}|{dig}"
 
     def evaluate(self, subject: Any, ctx: Context, digest: str) -> Result:
         if isinstance(subject, Bypass):
