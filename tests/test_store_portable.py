@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from changeproof.evidence import Change, Deployment, Provenance
 from changeproof.locker import Locker, verify_locker
-from changeproof.store import COPY_MIN_ROWS, Store, bulk_insert, schema
+from changeproof.store import COPY_MIN_ROWS, Store, bulk_insert, driver_rows, schema
 from changeproof.workspace import Workspace
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -188,3 +189,20 @@ def test_new_sqlite_stores_use_large_pages_and_old_ones_keep_theirs(tmp_path: Pa
     with Store.open(f"sqlite:///{old}") as store, store.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 4096
         assert store.schema_version()  # migrated in place, pages as they were
+
+
+def test_driver_rows_are_the_rows_sqlalchemy_reads(store: Store) -> None:
+    with store.writer() as w:
+        for i in range(30):
+            w.put(change(i), seq=i)
+    t = schema.evidence
+    q = (
+        sa.select(t.c.id, t.c.key, t.c.occurred_us)
+        .where(t.c.kind == "change", t.c.key.in_(["acme/api#3", "acme/api#7", "acme/api#99"]))
+        .order_by(t.c.id)
+    )
+    with store.connect() as conn:
+        assert driver_rows(conn, q) == [tuple(r) for r in conn.execute(q)]
+        assert len(driver_rows(conn, q)) == 2
+        with pytest.raises(sa.exc.DBAPIError):
+            driver_rows(conn, sa.select(sa.column("nope")).select_from(t))
