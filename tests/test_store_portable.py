@@ -206,3 +206,29 @@ def test_driver_rows_are_the_rows_sqlalchemy_reads(store: Store) -> None:
         assert len(driver_rows(conn, q)) == 2
         with pytest.raises(sa.exc.DBAPIError):
             driver_rows(conn, sa.select(sa.column("nope")).select_from(t))
+
+
+def test_postgresql_compresses_bodies_with_lz4_where_it_can(store: Store) -> None:
+    """The columns ask for lz4 (migration 0003), and so does every session: a bulk write's
+    COPY staging table (which does not inherit a column's compression) compresses with it,
+    and a value compressed there is stored as it is."""
+    n = COPY_MIN_ROWS + 2
+    with store.writer() as w:
+        for i in range(n):
+            w.put(change(i, "x" * 4000), seq=i)  # a body PostgreSQL compresses
+    got = store.get(Change, "acme/api#2")
+    assert got is not None and got[1] == change(2, "x" * 4000)  # read back whole
+    if store.dialect != "postgresql":
+        return
+    with store.connect() as conn:
+        offered = conn.exec_driver_sql(
+            "SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'"
+        ).scalar()
+        used = [
+            r[0]
+            for r in conn.exec_driver_sql(
+                "SELECT pg_column_compression(body) FROM evidence WHERE kind = 'change'"
+            )
+        ]
+    assert len(used) == n
+    assert set(used) == ({"lz4"} if offered else {"pglz"})
