@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -14,7 +15,13 @@ import sqlalchemy as sa
 from changeproof.errors import StoreError
 from changeproof.evidence import Change
 from changeproof.locker import Locker, verify_locker
-from changeproof.store import SQLITE_ROWS_PER_STATEMENT, Store, schema, upsert
+from changeproof.store import (
+    SQLITE_ROWS_PER_STATEMENT,
+    Store,
+    bulk_write_pragmas,
+    schema,
+    upsert,
+)
 from changeproof.workspace import Workspace
 from tests.test_store_portable import change, sha
 
@@ -141,3 +148,19 @@ def test_many_row_statements_upsert_like_single_rows(store: Store) -> None:
     with store.connect() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(schema.collect_state)).scalar()
     assert count == n
+
+
+def test_restoring_the_bulk_settings_never_hides_the_error(tmp_path: Path) -> None:
+    """A connection that can no longer take the restoring PRAGMAs is dropped from the pool;
+    the error that ended the write is what the caller sees."""
+    store = Store.open(f"sqlite:///{tmp_path / 'store.db'}")
+    try:
+        with store.engine.connect() as conn:
+            with pytest.raises(RuntimeError, match="the write failed"), bulk_write_pragmas(conn):
+                raw = conn.connection.dbapi_connection
+                assert raw is not None
+                raw.close()
+                raise RuntimeError("the write failed")
+            assert conn.invalidated
+    finally:
+        store.close()

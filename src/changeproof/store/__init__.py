@@ -709,8 +709,12 @@ def bulk_write_pragmas(conn: sa.Connection) -> Iterator[None]:
     try:
         yield
     finally:
-        conn.exec_driver_sql(f"PRAGMA temp_store={int(temp or 0)}")
-        conn.exec_driver_sql(f"PRAGMA cache_size={int(cache or -2000)}")
+        try:
+            conn.exec_driver_sql(f"PRAGMA temp_store={int(temp or 0)}")
+            conn.exec_driver_sql(f"PRAGMA cache_size={int(cache or -2000)}")
+        except sa.exc.SQLAlchemyError:
+            # never in place of the error that ended the write; the pool drops the connection
+            conn.invalidate()
 
 
 def _call(fn: Callable[..., None], *args: Any, **kw: Any) -> None:
