@@ -175,21 +175,7 @@ class _Tally:
         if self.per_file == "json":
             import msgspec
 
-            item = {
-                "line": line,
-                "file": r.file,
-                "repo": repo,
-                "scan": r.scan_id,
-                "scanner": r.scanner,
-                "tool": r.tool,
-                "format": r.format,
-                "scanned_at": r.scanned_at.isoformat(),
-                "scanned_at_source": r.scanned_at_source,
-                "findings": r.findings,
-                "by_tier": r.by_tier,
-                "partial": r.partial,
-                "notes": r.notes,
-            }
+            item = {"line": line, "file": r.file, "repo": repo, **r.as_json()}
             self.spool.write(msgspec.json.encode(item) + b"\n")
         else:
             tiers = _tiers(r.by_tier)

@@ -104,24 +104,7 @@ Examples:
         finally:
             store.close()
         if fmt == "json":
-            emit_json(
-                [
-                    {
-                        "file": r.file,
-                        "scan": r.scan_id,
-                        "scanner": r.scanner,
-                        "tool": r.tool,
-                        "format": r.format,
-                        "scanned_at": r.scanned_at.isoformat(),
-                        "scanned_at_source": r.scanned_at_source,
-                        "findings": r.findings,
-                        "by_tier": r.by_tier,
-                        "partial": r.partial,
-                        "notes": r.notes,
-                    }
-                    for r in results
-                ]
-            )
+            emit_json([r.as_json() for r in results])
             return
         for r in results:
             tiers = ", ".join(f"{n} {t}" for t, n in sorted(r.by_tier.items())) or "none"

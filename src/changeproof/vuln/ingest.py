@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from changeproof.errors import InputFormatError
 from changeproof.evidence import Provenance, Scan, ScanFindings
@@ -46,6 +47,22 @@ class FileResult:
     partial: bool
     by_tier: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``--format json`` prints for the file (the ingest commands share it)."""
+        return {
+            "file": self.file,
+            "scan": self.scan_id,
+            "scanner": self.scanner,
+            "tool": self.tool,
+            "format": self.format,
+            "scanned_at": self.scanned_at.isoformat(),
+            "scanned_at_source": self.scanned_at_source,
+            "findings": self.findings,
+            "by_tier": self.by_tier,
+            "partial": self.partial,
+            "notes": self.notes,
+        }
 
 
 BATCH = 1000
