@@ -332,14 +332,17 @@ class _Population:
 def _locker_missing(store: Store, period: Period, repo: str | None) -> dict[str, tuple[int, int]]:
     """Per repository: (changes in the period, changes whose raw payload the locker lacks)."""
     e, o = schema.evidence, schema.locker_objects
-    absent = sa.case((sa.exists().where(o.c.digest == e.c.raw_sha256), 0), else_=1)
-    q = sa.select(e.c.repo, sa.func.count(), sa.func.sum(absent)).where(e.c.kind == Change.kind)
-    if repo is not None:
-        q = q.where(e.c.repo == repo)
-    if period.start is not None:
-        q = q.where(e.c.occurred_us >= to_us(period.start))
-    if period.end is not None:
-        q = q.where(e.c.occurred_us < to_us(period.end))
+    # an outer join (a locker object's digest is its key: one match at most), not a
+    # correlated EXISTS: PostgreSQL hashes the join where it looked every change's payload up
+    # in the index one by one (measured at 300,000 changes: 0.51 s of the server against 1.3)
+    q = sa.select(e.c.repo, sa.func.count(), sa.func.count() - sa.func.count(o.c.digest))
+    q = in_scope(
+        q.select_from(e.outerjoin(o, o.c.digest == e.c.raw_sha256)),
+        Change.kind,
+        repo,
+        period.start,
+        period.end,
+    )
     with store.connect() as conn:
         rows = conn.execute(q.group_by(e.c.repo)).all()
     return {str(r[0]): (int(r[1]), int(r[2] or 0)) for r in rows if r[0]}
