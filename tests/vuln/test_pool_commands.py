@@ -18,7 +18,7 @@ from changeproof.settings import Settings
 from changeproof.store import Store, Writer
 from changeproof.vuln.ingest import FileResult, ParseJob, ingest_jobs
 from changeproof.vuln.pool import ParsePool, _Feed
-from tests.vuln.test_pool_paths import FILES, NOW, _dump, _jobs, _portable_dump, _store
+from tests.vuln.test_pool_paths import FILES, NOW, _dump, _jobs, _store, both_backends
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the pool forks (Linux)")
 
@@ -242,27 +242,22 @@ def _writer(store: Store, signer: Signer) -> contextlib.AbstractContextManager[W
 
 def test_commands_store_the_same_on_either_backend(tmp_path: Path, db_url: str) -> None:
     commands = _split(_jobs() * 2, [7, 3])
-    signer = Signer.generate(tmp_path / "keys")
-    (tmp_path / "ws").mkdir()  # (the SQLite variant's folder)
-    dumps = []
-    for url, workers in ((f"sqlite:///{tmp_path / 'seq.db'}", 0), (db_url, 2)):
-        store = Store.open(url)
-        try:
-            if workers:
-                with ParsePool(workers) as pool:
-                    got = [
-                        len(r)
-                        for r in pool.ingest_commands(
-                            functools.partial(_writer, store, signer),
-                            commands,
-                            now=NOW,
-                            settings=Settings(),
-                        )
-                    ]
-                assert got == [len(c) for c in commands]
-            else:
-                _one_by_one(store, signer, commands)
-            dumps.append(_portable_dump(store))
-        finally:
-            store.close()
+
+    def ingest(store: Store, signer: Signer, workers: int) -> None:
+        if not workers:
+            _one_by_one(store, signer, commands)
+            return
+        with ParsePool(workers) as pool:
+            got = [
+                len(r)
+                for r in pool.ingest_commands(
+                    functools.partial(_writer, store, signer),
+                    commands,
+                    now=NOW,
+                    settings=Settings(),
+                )
+            ]
+        assert got == [len(c) for c in commands]
+
+    dumps = both_backends(tmp_path, db_url, ingest)
     assert dumps[0] == dumps[1] and dumps[0]["evidence"]

@@ -12,8 +12,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -334,17 +336,30 @@ def _portable_dump(store: Store) -> dict[str, list[tuple[object, ...]]]:
         }
 
 
-def test_workers_store_the_same_on_either_backend(tmp_path: Path, db_url: str) -> None:
-    jobs = _jobs() * 2
+def both_backends(
+    tmp_path: Path, db_url: str, ingest: Callable[[Store, Signer, int], None]
+) -> list[dict[str, Any]]:
+    """``ingest(store, signer, workers)`` in-process into a SQLite store, then with two
+    parser processes into the test's backend: the two stores' portable dumps."""
     signer = Signer.generate(tmp_path / "keys")
     (tmp_path / "ws").mkdir()  # (the SQLite variant's folder)
     dumps = []
     for url, workers in ((f"sqlite:///{tmp_path / 'seq.db'}", 0), (db_url, 2)):
         store = Store.open(url)
         try:
-            with store.writer(Locker(signer, clock_us=7)) as w:
-                ingest_jobs(w, jobs, now=NOW, settings=Settings(), workers=workers)
+            ingest(store, signer, workers)
             dumps.append(_portable_dump(store))
         finally:
             store.close()
+    return dumps
+
+
+def test_workers_store_the_same_on_either_backend(tmp_path: Path, db_url: str) -> None:
+    jobs = _jobs() * 2
+
+    def ingest(store: Store, signer: Signer, workers: int) -> None:
+        with store.writer(Locker(signer, clock_us=7)) as w:
+            ingest_jobs(w, jobs, now=NOW, settings=Settings(), workers=workers)
+
+    dumps = both_backends(tmp_path, db_url, ingest)
     assert dumps[0] == dumps[1] and dumps[0]["evidence"]
